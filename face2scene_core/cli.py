@@ -1,0 +1,210 @@
+"""The ``face2scene`` command line.
+
+    face2scene restore PHOTO_OR_FOLDER --refs DIR -o OUT      restore one photo or a whole folder
+    face2scene degrade IN_DIR -o OUT --seed 0                 degraded copies + JSON of sampled parameters
+    face2scene train-fadex --config CFG [--resume]            contrastive FaDeX training
+    face2scene eval-fadex --weights DIR --images GLOB -o OUT  the paper's Fig. 3 analysis + preset retrieval
+    face2scene train-restorer --config CFG [--resume]         stage-2 training (MapNet + LoRA + conv_in)
+    face2scene bench                                          per-stage time and peak memory
+
+Every user-facing failure is a :class:`~face2scene_core.errors.Face2SceneError`: it is printed as one line
+(``error: ...``) with exit code 2, never as a traceback. Folder runs go on past a failing image, report it,
+and exit 1 if any image failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from .errors import Face2SceneError
+
+log = logging.getLogger("face2scene")
+
+
+def _add_restore(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("restore", help="restore a photo (or every image of a folder) using the face as an oracle")
+    p.add_argument("input", help="a photo, or a folder of photos (gallery mode)")
+    p.add_argument("--refs", help="folder (or one image) of clean reference photos of the person; "
+                   "without it the face is chosen by size and restored without references")
+    p.add_argument("-o", "--output", required=True,
+                   help="output file (single photo) or folder; existing files are never overwritten")
+    p.add_argument("--sd-turbo", help="SD-Turbo single-file .safetensors or diffusers folder "
+                   "(omit to use the embedded CPU model shipped with the package)")
+    p.add_argument("--adapter", help="Face2Scene adapter .safetensors (MapNet + LoRA + conv_in) for --sd-turbo")
+    p.add_argument("--fadex", help="FaDeX weights folder (default: the embedded one)")
+    p.add_argument("--face", default="reference", help="which face drives the restoration: "
+                   "'reference' (best match to --refs), 'largest', or a face index (0 = largest)")
+    p.add_argument("--cfg", type=float, default=None, help="guidance scale (default: the model's, 1.07 for SD-Turbo)")
+    p.add_argument("--tile", type=int, default=None, help="tile size in pixels for large photos (default: model's)")
+    p.add_argument("--tile-overlap", type=int, default=None, help="tile overlap in pixels")
+    p.add_argument("--color-fix", choices=["none", "wavelet", "adain"], default="none")
+    p.add_argument("--paste-face", action="store_true", help="paste the Ref-FR face back into the result")
+    p.add_argument("--no-face-ok", action="store_true",
+                   help="restore photos without a usable face without degradation tokens instead of failing")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    p.add_argument("--report", help="write the JSON report here (default: next to the output)")
+    p.set_defaults(func=_cmd_restore)
+
+
+def _add_degrade(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("degrade", help="write degraded copies (Real-ESRGAN second order) + a JSON of the parameters")
+    p.add_argument("input", help="an image or a folder of images")
+    p.add_argument("-o", "--output", required=True, help="output folder (created; nothing is overwritten)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the operator sampler (same seed, same bytes)")
+    p.add_argument("--preset", choices=["D1", "D2", "D3", "D4"], help="use a fixed preset instead of sampling")
+    p.add_argument("--copies", type=int, default=1, help="degraded copies per image (different operators)")
+    p.add_argument("--spatially-varying", action="store_true",
+                   help="spatially varying first blur (milder at the centre, stronger at the corners)")
+    p.set_defaults(func=_cmd_degrade)
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train-fadex", help="train FaDeX contrastively (MoCo, multi-positive InfoNCE)")
+    p.add_argument("--config", help="YAML config (see configs/fadex_default.yaml)")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the output dir")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. steps=2000 lr=1e-4")
+    p.set_defaults(func=_cmd_train_fadex)
+
+    p = sub.add_parser("eval-fadex", help="the paper's Fig. 3 analysis and degradation-preset retrieval")
+    p.add_argument("--weights", required=True, help="FaDeX weights folder (save_pretrained layout)")
+    p.add_argument("--images", nargs="+", required=True, help="clean face images or folders (held out)")
+    p.add_argument("-o", "--output", required=True, help="output folder for JSON + PNG")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_eval_fadex)
+
+    p = sub.add_parser("train-restorer", help="stage-2 training: MapNet + LoRA + conv_in (or the small UNet)")
+    p.add_argument("--config", help="YAML config (see configs/restorer_*.yaml)")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("overrides", nargs="*", help="key=value overrides")
+    p.set_defaults(func=_cmd_train_restorer)
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="per-stage time and peak memory at 512x512 and 2048x2048")
+    p.add_argument("--sizes", default="512,2048", help="comma-separated square sizes")
+    p.add_argument("--sd21", action="store_true",
+                   help="also time the real SD 2.1-size UNet + VAE architecture (random weights; slow, ~6 GB)")
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--json", help="also write the figures as JSON here")
+    p.set_defaults(func=_cmd_bench)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="face2scene", description=__doc__.split("\n\n")[0])
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_restore(sub)
+    _add_degrade(sub)
+    _add_train(sub)
+    _add_bench(sub)
+    return parser
+
+
+# --------------------------------------------------------------------------------------------- commands
+def _cmd_restore(args: argparse.Namespace) -> int:
+    from .gallery import restore_paths
+    from .pipeline import Face2ScenePipeline
+
+    pipe = Face2ScenePipeline.from_paths(
+        sd_turbo=args.sd_turbo, adapter=args.adapter, fadex=args.fadex, device=args.device
+    )
+    summary = restore_paths(
+        pipe,
+        Path(args.input),
+        Path(args.output),
+        refs=Path(args.refs) if args.refs else None,
+        face=args.face,
+        cfg_scale=args.cfg,
+        tile_size=args.tile,
+        tile_overlap=args.tile_overlap,
+        color_fix=None if args.color_fix == "none" else args.color_fix,
+        paste_face=args.paste_face,
+        no_face_ok=args.no_face_ok,
+        report_path=Path(args.report) if args.report else None,
+    )
+    for item in summary["results"]:
+        if item["ok"]:
+            print(f"restored {item['input']} -> {item['output']} ({item['seconds']:.1f} s)")
+        else:
+            print(f"FAILED   {item['input']}: {item['error']}", file=sys.stderr)
+    n_fail = sum(not r["ok"] for r in summary["results"])
+    if n_fail:
+        print(f"{n_fail} of {len(summary['results'])} image(s) failed; see {summary['report']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_degrade(args: argparse.Namespace) -> int:
+    from .degradation.cli import degrade_paths
+
+    written = degrade_paths(Path(args.input), Path(args.output), seed=args.seed, preset=args.preset,
+                            copies=args.copies, spatially_varying=args.spatially_varying)
+    print(f"wrote {len(written)} degraded image(s) and their parameters to {args.output}")
+    return 0
+
+
+def _cmd_train_fadex(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .fadex.train import FaDeXTrainConfig, train_fadex
+
+    cfg = load_config(FaDeXTrainConfig, args.config, args.overrides)
+    out = train_fadex(cfg, resume=args.resume)
+    print(f"FaDeX weights: {out}")
+    return 0
+
+
+def _cmd_eval_fadex(args: argparse.Namespace) -> int:
+    from .fadex.evaluate import evaluate_fadex_cli
+
+    result = evaluate_fadex_cli(args.weights, args.images, args.output, seed=args.seed)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _cmd_train_restorer(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .training.stage2 import Stage2Config, train_restorer
+
+    cfg = load_config(Stage2Config, args.config, args.overrides)
+    out = train_restorer(cfg, resume=args.resume)
+    print(f"restorer adapter: {out}")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run_bench
+
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    figures = run_bench(sizes=sizes, sd21=args.sd21, repeats=args.repeats)
+    if args.json:
+        from .imageio import write_bytes_atomic
+
+        write_bytes_atomic(args.json, json.dumps(figures, indent=2).encode())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    t0 = time.perf_counter()
+    try:
+        code = args.func(args)
+    except Face2SceneError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    log.info("done in %.1f s", time.perf_counter() - t0)
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

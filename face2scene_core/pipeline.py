@@ -1,0 +1,262 @@
+"""``Face2ScenePipeline``: photo + references -> restored photo + report.
+
+The steps follow the paper (and DESIGN.md's data flow):
+
+1. detect faces (5 landmarks) in the photo;
+2. detect and align the references, embed identities;
+3. choose the face that drives the restoration (best reference match, largest, or an index);
+4. align it to the canonical 512x512 template;
+5. Ref-FR: (aligned LQ face, aligned references) -> aligned HQ face;
+6. warp the HQ face back to the native-scale crop: the (LQ, HQ) pair in scene coordinates;
+7. FaDeX: spatial degradation features of the pair;
+8. MapNet (inside the restorer): 21 degradation tokens;
+9. one-step restorer on the whole photo, conditioned on the tokens;
+10. optional: paste the Ref-FR face back with a feathered mask.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from .errors import FaceTooSmallError, InputImageError, NoFaceError, WeightsNotFoundError
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_DIR = Path(__file__).resolve().parent / "weights"
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> CUDA if present, else MPS if present, else CPU."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(device)
+
+
+@dataclass
+class RestoreOutput:
+    """What :class:`Face2ScenePipeline` returns.
+
+    ``image``: restored photo, ``uint8 (H, W, 3)``, the input's size.
+    ``hq_face``: the Ref-FR face (aligned, ``uint8 (512, 512, 3)``) or ``None`` when no face was used.
+    ``report``: JSON-serialisable dict (faces found and used, identity scores, embedding, timings).
+    """
+
+    image: np.ndarray
+    hq_face: np.ndarray | None
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+
+
+def _to_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float().div(255.0).to(device)
+
+
+def _to_uint8(t: torch.Tensor) -> np.ndarray:
+    return (t[0].clamp(0, 1).permute(1, 2, 0).float().cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
+
+
+class Face2ScenePipeline:
+    """Restore a whole photo using the face as a degradation oracle.
+
+    Args:
+        fadex: a :class:`~face2scene_core.fadex.model.FaDeX` (frozen).
+        restorer: a :class:`~face2scene_core.restorer.model.OneStepRestorer` (holds MapNet).
+        reffr: a :class:`~face2scene_core.reffr.base.RefFR`; ``None`` uses the embedded offline one.
+        detector: face detector (``detect(image) -> list[Face]``); ``None`` = RetinaFace ONNX (offline).
+        embedder: identity embedder; ``None`` = dlib (offline), created on first use with references.
+        device: torch device for FaDeX and the restorer.
+        align_size: side of the canonical aligned face (512).
+    """
+
+    def __init__(self, *, fadex, restorer, reffr=None, detector=None, embedder=None,
+                 device: str | torch.device = "cpu", align_size: int = 512) -> None:
+        self.device = resolve_device(device)
+        self.fadex = fadex.to(self.device).eval()
+        self.restorer = restorer.to(self.device).eval()
+        self._reffr = reffr
+        self._detector = detector
+        self._embedder = embedder
+        self.align_size = align_size
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_paths(cls, *, sd_turbo: str | None = None, adapter: str | None = None, fadex: str | None = None,
+                   reffr=None, device: str = "auto") -> "Face2ScenePipeline":
+        """Build from weight paths; with no ``sd_turbo`` the embedded CPU model shipped in the package is used."""
+        from .fadex.model import FaDeX
+        from .restorer.model import OneStepRestorer
+
+        fadex_dir = Path(fadex) if fadex else EMBEDDED_DIR / "fadex"
+        if not (fadex_dir / "config.json").is_file():
+            raise WeightsNotFoundError(
+                f"FaDeX weights not found in '{fadex_dir}' (expected config.json + "
+                "diffusion_pytorch_model.safetensors). Pass --fadex DIR or reinstall the package."
+            )
+        fadex_model = FaDeX.from_pretrained(str(fadex_dir), use_safetensors=True)
+        if sd_turbo:
+            from .restorer.sd_turbo import load_sd_turbo_restorer
+
+            if not adapter:
+                raise WeightsNotFoundError(
+                    "--sd-turbo needs a Face2Scene adapter (--adapter FILE.safetensors) trained for it "
+                    "(MapNet + LoRA + conv_in); train one with `face2scene train-restorer`."
+                )
+            restorer = load_sd_turbo_restorer(sd_turbo, adapter)
+        else:
+            path = Path(adapter) if adapter else EMBEDDED_DIR / "restorer.safetensors"
+            if not path.is_file():
+                raise WeightsNotFoundError(f"restorer adapter not found: '{path}'.")
+            restorer = OneStepRestorer.from_adapter(str(path))
+        return cls(fadex=fadex_model, restorer=restorer, reffr=reffr, device=device)
+
+    @property
+    def detector(self):
+        if self._detector is None:
+            from .faces.detect import get_detector
+
+            self._detector = get_detector("retinaface")
+        return self._detector
+
+    @property
+    def embedder(self):
+        if self._embedder is None:
+            from .faces.identity import get_embedder
+
+            self._embedder = get_embedder("dlib")
+        return self._embedder
+
+    @property
+    def reffr(self):
+        if self._reffr is None:
+            from .reffr import default_reffr
+
+            self._reffr = default_reffr()
+        return self._reffr
+
+    # ------------------------------------------------------------------ steps
+    @staticmethod
+    def check_inputs(photo: np.ndarray, references: Sequence[np.ndarray]) -> None:
+        for name, img in [("photo", photo)] + [(f"reference {i}", r) for i, r in enumerate(references)]:
+            if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+                raise InputImageError(
+                    f"{name} must be an RGB uint8 array (H, W, 3); got "
+                    f"{getattr(img, 'dtype', type(img))} {getattr(img, 'shape', '')}. Load it with imageio.load_image."
+                )
+        if min(photo.shape[:2]) < 32:
+            raise InputImageError(f"photo is {photo.shape[1]}x{photo.shape[0]} px; at least 32x32 is needed.")
+
+    def choose_face(self, photo: np.ndarray, references: Sequence[np.ndarray], face: str | int,
+                    timer: _Timer, report: dict):
+        from .faces.select import prepare_references, select_face
+
+        with timer("detect"):
+            faces = self.detector.detect(photo)
+        report["faces"] = [
+            {"index": i, "bbox": [round(float(v), 1) for v in f.bbox], "score": round(float(f.score), 3)}
+            for i, f in enumerate(faces)
+        ]
+        if not faces:
+            raise NoFaceError(
+                "no face found in the photo. Face2Scene reads the degradation from a face; use a photo with a "
+                "visible face, or pass --no-face-ok to restore without degradation tokens."
+            )
+        ref_aligned, ref_emb = [], None
+        mode, index = ("index", int(face)) if str(face).lstrip("-").isdigit() else (str(face), None)
+        if references:
+            with timer("references"):
+                ref_aligned, ref_emb = prepare_references(list(references), self.detector, self.embedder,
+                                                          size=self.align_size)
+        if mode == "reference" and not references:
+            mode = "largest"
+        with timer("identity"):
+            idx, reason, scores = select_face(faces, mode=mode, index=index, photo=photo,
+                                              embedder=self.embedder if mode == "reference" else None,
+                                              reference_embeddings=ref_emb)
+        report["face_used"] = {"index": idx, "reason": reason,
+                               "identity_scores": None if scores is None else [round(float(s), 4) for s in scores]}
+        return faces[idx], ref_aligned
+
+    @torch.no_grad()
+    def degradation_tokens(self, photo: np.ndarray, face, ref_aligned: list, timer: _Timer, report: dict,
+                           hq_face: np.ndarray | None = None):
+        """Stages I-II for one face: returns (tokens (1, 21, D), aligned HQ face, FaDeX embedding)."""
+        from .faces.align import align_face, native_pair
+        from .fadex.model import encode_pair
+        from .reffr.given import GivenFaceRefFR
+
+        with timer("align"):
+            aligned = align_face(photo, face, size=self.align_size)
+        reffr = GivenFaceRefFR(hq_face) if hq_face is not None else self.reffr
+        with timer("reffr"):
+            hq = reffr.restore(aligned.image, [a.image for a in ref_aligned])
+        report["reffr"] = getattr(reffr, "name", type(reffr).__name__)
+        with timer("fadex"):
+            lq_crop, hq_crop = native_pair(photo, aligned, hq)
+            out = encode_pair(self.fadex, lq_crop, hq_crop, device=self.device)
+        report["native_crop"] = list(lq_crop.shape[:2])
+        with timer("mapnet"):
+            tokens = self.restorer.tokens_from_features(out.features)
+        return tokens, hq, aligned, out.embedding[0].float().cpu().numpy()
+
+    @torch.no_grad()
+    def __call__(self, photo: np.ndarray, references: Sequence[np.ndarray] = (), *, face: str | int = "reference",
+                 hq_face: np.ndarray | None = None, cfg_scale: float | None = None, tile_size: int | None = None,
+                 tile_overlap: int | None = None, color_fix: str | None = None, paste_face: bool = False,
+                 no_face_ok: bool = False) -> RestoreOutput:
+        """Restore ``photo`` (``uint8 (H, W, 3)``) given clean ``references`` of the same person.
+
+        ``hq_face``: an aligned face restored elsewhere (skips Ref-FR). ``no_face_ok``: when the photo has no
+        usable face, restore without degradation tokens instead of raising.
+        """
+        self.check_inputs(photo, references)
+        timer, report = _Timer(), {"size": [int(photo.shape[1]), int(photo.shape[0])]}
+        tokens, hq, aligned = None, None, None
+        try:
+            face_obj, ref_aligned = self.choose_face(photo, references, face, timer, report)
+            tokens, hq, aligned, emb = self.degradation_tokens(photo, face_obj, ref_aligned, timer, report, hq_face)
+            report["degradation_embedding"] = [round(float(v), 5) for v in emb]
+        except (NoFaceError, FaceTooSmallError) as exc:
+            if not no_face_ok:
+                raise
+            log.warning("%s -- restoring without degradation tokens", exc)
+            report["fallback"] = f"no degradation tokens: {exc}"
+        with timer("restore"):
+            x = _to_tensor(photo, self.device)
+            y = self.restorer.restore(x, tokens, cfg_scale=cfg_scale, tile_size=tile_size,
+                                      tile_overlap=tile_overlap, color_fix=color_fix,
+                                      timings=timer.seconds)
+            out = _to_uint8(y)
+        if paste_face and hq is not None:
+            from .faces.align import paste_back
+
+            with timer("paste"):
+                out = paste_back(out, hq, aligned)
+            report["pasted_face"] = True
+        report["timings_s"] = {k: round(v, 4) for k, v in timer.seconds.items()}
+        return RestoreOutput(image=out, hq_face=hq, report=report)
