@@ -99,7 +99,7 @@ def test_isotropic_vs_anisotropic_gaussian_covariance():
     evals, evecs = np.linalg.eigh(_moments(aniso))
     np.testing.assert_allclose(evals, [1.0, 9.0], rtol=1e-3)
     major = evecs[:, 1]  # (x, y) direction of the largest spread
-    assert abs(abs(math.atan2(major[1], major[0])) - angle) < 1e-3 or abs(math.atan2(-major[1], -major[0]) - angle) < 1e-3
+    assert abs(math.atan2(major[1], major[0]) % math.pi - angle) < 1e-3  # an axis: direction modulo pi
 
 
 def test_kernel_families_differ_in_shape():
@@ -285,7 +285,7 @@ def test_same_operator_on_a_crop_equals_crop_of_degraded_scene():
     deg = RealESRGANDegradation()
     full = deg.apply(img, p)
     margin = 40  # blur supports + resampling taps through the chain
-    for y0, x0, h, w in [(64, 96, 192, 160), (128, 32, 200, 252)]:  # offsets on the 1/scale grid
+    for y0, x0, h, w in [(64, 96, 193, 157), (128, 32, 201, 250)]:  # offsets on the 1/scale grid, any size
         crop = deg.apply(img[y0:y0 + h, x0:x0 + w], p)
         ref = full[y0:y0 + h, x0:x0 + w]
         diff = np.abs(crop - ref)[margin:-margin, margin:-margin]

@@ -31,7 +31,6 @@ from ..errors import ConfigError
 from ..imageio import to_float, to_uint8
 from .kernels import make_kernel, odd_sizes, random_kernel_size, random_mixed_kernel, random_sinc_kernel
 from .ops import (
-    RESIZE_MODES,
     add_noise,
     check_float_image,
     filter2d,
@@ -43,6 +42,7 @@ from .ops import (
 )
 from .params import (
     KERNEL_KINDS,
+    RESIZE_MODES,
     DegradationParams,
     KernelParams,
     NoiseParams,
@@ -283,7 +283,7 @@ class RealESRGANDegradation:
             )
             stage1 = StageParams(blur=None, resize=stage1.resize, noise=stage1.noise, jpeg_quality=stage1.jpeg_quality)
         noise_seed = int(rng.integers(0, 2**31 - 1))
-        return DegradationParams(
+        params = DegradationParams(
             stage1=stage1,
             stage2=stage2,
             final_sinc=final_sinc,
@@ -293,6 +293,8 @@ class RealESRGANDegradation:
             scale=int(cfg.scale),
             spatial_blur=spatial,
         )
+        logger.debug("sampled degradation operator %s", params)
+        return params
 
     # ------------------------------------------------------------------ applying
 

@@ -11,7 +11,7 @@ our deterministic choices inside Real-ESRGAN's ranges, one per word of the descr
 * noise: "light" Gaussian sigma 3, "mild" Poisson scale 0.5, "minimal" Poisson 0.05 and
   "very small" Gaussian 1 (the bottoms of the ranges), "strong" Poisson 2.5 / 2.0.
 
-Severity, measured on Kodak/CBSD68 photos (see tests): D3 is the least degraded (highest PSNR
+Severity, measured on Kodak photos (tests/test_degradation.py): D3 is the least degraded (highest PSNR
 against the clean image), D1 the blurriest.
 """
 
