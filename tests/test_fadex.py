@@ -1,0 +1,368 @@
+"""FaDeX: encoder shapes and I/O, the MoCo queue and EMA, the multi-positive loss, the pair sampler,
+resumable training and the degradation-vs-content evaluation (tiny configs, real faces)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from face2scene_core.config import load_config
+from face2scene_core.degradation import PRESETS, DegradationConfig, RealESRGANDegradation
+from face2scene_core.errors import ConfigError, FaceTooSmallError
+from face2scene_core.fadex import (
+    FaDeX,
+    FaDeXTrainConfig,
+    FacePairSampler,
+    MoCoFaDeX,
+    evaluate_fadex,
+    multi_positive_info_nce,
+    similarity_stats,
+    train_fadex,
+)
+from face2scene_core.fadex.moco import EMPTY_LABEL
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "configs" / "fadex_tiny.yaml"
+TINY_MODEL = dict(channels=(8, 16, 16), blocks_per_stage=(1, 1, 1), embed_dim=16, proj_hidden=32)
+
+
+def _datasets() -> Path:
+    here = REPO.parent / "shared" / "datasets"
+    if here.is_dir():
+        return here
+    env = os.environ.get("FACE2SCENE_DATASETS")
+    if env and Path(env).is_dir():
+        return Path(env)
+    pytest.skip("shared/datasets not found beside the repo and FACE2SCENE_DATASETS not set")
+
+
+@pytest.fixture(scope="module")
+def ffhq() -> list[Path]:
+    paths = sorted((_datasets() / "faces_ffhq" / "daps_test" / "dataset" / "demo-ffhq").glob("0000?.png"))
+    assert len(paths) == 10
+    return paths
+
+
+def _tiny(**kw) -> FaDeX:
+    torch.manual_seed(0)
+    return FaDeX(**{**TINY_MODEL, **kw})
+
+
+def _rand_pair(b: int, h: int, w: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(b, 3, h, w, generator=g), torch.rand(b, 3, h, w, generator=g)
+
+
+# ----------------------------------------------------------------------------- model
+
+
+@pytest.mark.parametrize("hw", [(32, 32), (48, 80), (33, 47), (96, 64)])
+def test_shapes_any_size_and_unit_embedding(hw):
+    model = _tiny().eval()
+    lq, hq = _rand_pair(2, *hw)
+    out = model(lq, hq)
+    h, w = hw
+    assert out.features.shape == (2, model.feature_channels, math.ceil(h / 4), math.ceil(w / 4))
+    assert model.feature_channels == 16
+    assert out.embedding.shape == (2, 16) and out.embedding.dtype == torch.float32
+    torch.testing.assert_close(out.embedding.norm(dim=1), torch.ones(2))
+
+
+def test_bad_inputs_and_arguments_raise():
+    model = _tiny()
+    with pytest.raises(ValueError, match="at least 32"):
+        model(*_rand_pair(1, 31, 64))
+    with pytest.raises(ValueError, match="same shape"):
+        model(torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 40))
+    with pytest.raises(ValueError, match="channels"):
+        FaDeX(channels=(8,))
+    with pytest.raises(ValueError, match="blocks_per_stage"):
+        FaDeX(channels=(8, 16), blocks_per_stage=(1, 1, 1))
+    with pytest.raises(ValueError, match="in_channels"):
+        FaDeX(in_channels=5)
+
+
+def test_encode_pair_centre_crops_never_resizes_and_rejects_small_faces():
+    model = _tiny().train()
+    rng = np.random.default_rng(0)
+    lq = rng.integers(0, 256, (70, 600, 3), dtype=np.uint8)
+    hq = rng.integers(0, 256, (70, 600, 3), dtype=np.uint8)
+    out = model.encode_pair(lq, hq, max_side=512)
+    assert model.training, "encode_pair must restore the module's mode"
+    assert out.features.shape == (1, 16, math.ceil(70 / 4), 512 // 4)
+    # same as the forward pass on the centre 70x512 window, in eval mode
+    model.eval()
+    crop = lambda a: torch.from_numpy(a[:, 44:556].copy()).permute(2, 0, 1)[None].float() / 255.0  # noqa: E731
+    with torch.no_grad():
+        ref = model(crop(lq), crop(hq))
+    torch.testing.assert_close(out.embedding, ref.embedding)
+    with pytest.raises(FaceTooSmallError, match="32 px"):
+        model.encode_pair(lq[:31], hq[:31])
+    with pytest.raises(ValueError, match="uint8"):
+        model.encode_pair(lq.astype(np.float32), hq)
+
+
+def test_save_pretrained_round_trip_is_safetensors_and_identical(tmp_path):
+    model = _tiny()
+    lq, hq = _rand_pair(3, 40, 56)
+    model.train()
+    model(lq, hq)  # move the BatchNorm running statistics away from their init
+    model.eval()
+    model.save_pretrained(tmp_path, safe_serialization=True)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert "diffusion_pytorch_model.safetensors" in files and not any(f.endswith((".bin", ".pt", ".pth")) for f in files)
+    loaded = FaDeX.from_pretrained(tmp_path).eval()
+    assert tuple(loaded.config.channels) == TINY_MODEL["channels"]
+    with torch.no_grad():
+        a, b = model(lq, hq), loaded(lq, hq)
+    assert torch.equal(a.features, b.features) and torch.equal(a.embedding, b.embedding)
+
+
+# ----------------------------------------------------------------------------- MoCo + loss
+
+
+def test_queue_is_fifo_with_labels():
+    moco = MoCoFaDeX(_tiny(), queue_size=5)
+    assert (moco.queue_labels == EMPTY_LABEL).all()
+    keys = torch.nn.functional.normalize(torch.randn(8, 16), dim=1)
+    moco.enqueue(keys[:3], torch.tensor([10, 11, 12]))
+    assert moco.queue_labels.tolist() == [10, 11, 12, -1, -1] and int(moco.queue_ptr) == 3
+    moco.enqueue(keys[3:7], torch.tensor([13, 14, 15, 16]))
+    # wrapped around: 15, 16 overwrote the two oldest entries
+    assert moco.queue_labels.tolist() == [15, 16, 12, 13, 14] and int(moco.queue_ptr) == 2
+    torch.testing.assert_close(moco.queue[0], keys[5])
+    torch.testing.assert_close(moco.queue[4], keys[4])
+
+
+def test_key_encoder_is_ema_and_forward_masks():
+    moco = MoCoFaDeX(_tiny(), queue_size=6, momentum=0.9, temperature=0.5).train()
+    assert not any(p.requires_grad for p in moco.encoder_k.parameters())
+    with torch.no_grad():  # make query and key differ, as after some optimizer steps
+        for p in moco.encoder_q.parameters():
+            p.add_(0.05)
+    q_params = [p.detach().clone() for p in moco.encoder_q.parameters()]
+    k_params = [p.detach().clone() for p in moco.encoder_k.parameters()]
+    moco.enqueue(torch.nn.functional.normalize(torch.randn(2, 16), dim=1), torch.tensor([7, 99]))
+    lq, hq = _rand_pair(4, 32, 32)
+    labels = torch.tensor([7, 7, 8, 8])
+    out = moco(lq, hq, labels)
+    for pq, pk0, pk in zip(q_params, k_params, moco.encoder_k.parameters()):
+        torch.testing.assert_close(pk, 0.9 * pk0 + 0.1 * pq)
+    assert out.logits.shape == (4, 4 + 6)
+    # logits = cosine / temperature against [batch keys ; queue before this batch]
+    torch.testing.assert_close(out.logits[:, :4], out.query @ out.keys.T / 0.5)
+    expected_valid = torch.tensor([True] * 4 + [True, True, False, False, False, False])
+    assert torch.equal(out.valid_mask[0], expected_valid)
+    # queue entry labelled 7 is a positive of the label-7 queries, the empty slots never are
+    assert out.positive_mask[:2, 4].all() and not out.positive_mask[2:, 4].any()
+    assert torch.equal(out.positive_mask[:, :4], labels[:, None] == labels[None, :])
+    assert moco.queue_labels.tolist()[2:6] == [7, 7, 8, 8] and int(moco.queue_ptr) == 0
+    loss = multi_positive_info_nce(out.logits, out.positive_mask, out.valid_mask)
+    loss.backward()
+    assert all(p.grad is not None for p in moco.encoder_q.parameters())
+
+
+def test_loss_known_answer():
+    logits = torch.tensor([[2.0, 1.0, 0.0, 5.0], [0.5, 3.0, -1.0, 0.0]])
+    pos = torch.tensor([[True, True, False, False], [False, True, False, False]])
+    valid = torch.tensor([[True, True, True, False], [True, True, True, True]])
+    lse0 = math.log(math.exp(2) + math.exp(1) + math.exp(0))  # column 3 is not valid: left out
+    lse1 = math.log(math.exp(0.5) + math.exp(3) + math.exp(-1) + math.exp(0))
+    expected = (-((2 - lse0) + (1 - lse0)) / 2 + -(3 - lse1)) / 2
+    assert multi_positive_info_nce(logits, pos, valid).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_loss_lower_when_positives_aligned_than_shuffled():
+    gen = torch.Generator().manual_seed(0)
+    centres = torch.nn.functional.normalize(torch.randn(4, 16, generator=gen), dim=1)
+    labels = torch.arange(4).repeat_interleave(5)  # 4 operators x 5 images
+    emb = torch.nn.functional.normalize(centres[labels] + 0.02 * torch.randn(20, 16, generator=gen), dim=1)
+    logits = emb @ emb.T / 0.07
+
+    def loss(lab):
+        return multi_positive_info_nce(logits, lab[:, None] == lab[None, :]).item()
+
+    aligned = loss(labels)
+    shuffled = [loss(labels[torch.randperm(20, generator=gen)]) for _ in range(5)]
+    assert aligned < min(shuffled) - 1.0
+    # perfectly separated clusters approach the floor log(#positives) = log 5
+    assert aligned == pytest.approx(math.log(5), abs=0.3)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def test_sampler_groups_determinism_and_state(ffhq):
+    kw = dict(crop_size=48, ops_per_batch=3, images_per_op=4, rescale_range=(0.25, 0.5))
+    s = FacePairSampler(ffhq, seed=3, **kw)
+    b = s.sample_batch()
+    assert b.lq.shape == b.hq.shape == (12, 48, 48, 3) and b.lq.dtype == np.uint8
+    groups = b.labels.reshape(3, 4)
+    assert (groups == groups[:, :1]).all() and len(set(groups[:, 0])) == 3
+    for g in b.image_index.reshape(3, 4):
+        assert len(set(g)) == 4, "an operator is applied to different images"
+    assert np.abs(b.lq.astype(int) - b.hq.astype(int)).mean() > 1.0, "LQ must differ from the clean crop"
+    lq, hq, labels = b.tensors()
+    assert lq.shape == (12, 3, 48, 48) and 0.0 <= float(lq.min()) and float(lq.max()) <= 1.0
+
+    state = s.state_dict()
+    nxt = s.sample_batch()
+    s2 = FacePairSampler(ffhq, seed=3, **kw)
+    s2.sample_batch()
+    s3 = FacePairSampler(ffhq, seed=3, **kw)
+    s3.load_state_dict(json.loads(json.dumps(state)))
+    for other in (s2.sample_batch(), s3.sample_batch()):
+        assert np.array_equal(other.lq, nxt.lq) and np.array_equal(other.labels, nxt.labels)
+    assert len(set(nxt.labels) & set(b.labels)) == 0, "fresh operators get fresh ids"
+
+
+def test_sampler_presets_and_hq_fn(ffhq):
+    calls = []
+
+    def hq_fn(lq, gt):
+        calls.append(lq.shape)
+        return np.full_like(gt, 128)
+
+    s = FacePairSampler(ffhq, crop_size=48, ops_per_batch=4, images_per_op=2, preset_prob=1.0, hq_fn=hq_fn, seed=0)
+    b = s.sample_batch()
+    assert set(b.labels) <= {0, 1, 2, 3} and len(calls) == 8 and (b.hq == 128).all()
+    with pytest.raises(ValueError, match="images_per_op"):
+        FacePairSampler(ffhq[:2], crop_size=48, images_per_op=3)
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def _cfg(tmp_path: Path, ffhq: list[Path], *overrides: str) -> FaDeXTrainConfig:
+    data = str(ffhq[0].parent / "0000?.png")
+    return load_config(FaDeXTrainConfig, TINY, [f"data={data}", f"output_dir={tmp_path}", *overrides])
+
+
+def test_twenty_steps_on_a_fixed_batch_lower_the_loss(ffhq):
+    s = FacePairSampler(ffhq, crop_size=48, ops_per_batch=4, images_per_op=3, rescale_range=(0.25, 0.5), seed=0)
+    lq, hq, labels = s.sample_batch().tensors()
+    moco = MoCoFaDeX(_tiny(), queue_size=8, momentum=0.9).train()
+    opt = torch.optim.Adam(moco.encoder_q.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(20):
+        out = moco(lq, hq, labels, update_queue=False)
+        loss = multi_positive_info_nce(out.logits, out.positive_mask, out.valid_mask)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-3:]) < 0.8 * losses[0], losses
+
+
+def test_checkpoint_resume_equals_straight_run(tmp_path, ffhq):
+    straight = train_fadex(_cfg(tmp_path / "a", ffhq, "steps=4"))
+    train_fadex(_cfg(tmp_path / "b", ffhq, "steps=2"))
+    resumed = train_fadex(_cfg(tmp_path / "b", ffhq, "steps=4"), resume=True)
+    assert straight.name == "final" and (straight / "config.json").is_file()
+    ck_a, ck_b = tmp_path / "a" / "checkpoints", tmp_path / "b" / "checkpoints"
+    assert sorted(p.name for p in ck_b.iterdir()) == ["step_0000002", "step_0000004"]
+    for rel in ("encoder/diffusion_pytorch_model.safetensors", "key_encoder/diffusion_pytorch_model.safetensors",
+                "state.safetensors", "optimizer.safetensors"):
+        a, b = load_file(ck_a / "step_0000004" / rel), load_file(ck_b / "step_0000004" / rel)
+        assert a.keys() == b.keys() and a, rel
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=f"{rel}:{k}")
+    fa = FaDeX.from_pretrained(straight).eval()
+    fb = FaDeX.from_pretrained(resumed).eval()
+    lq, hq = _rand_pair(2, 48, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(fa(lq, hq).embedding, fb(lq, hq).embedding)
+    lines = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == [1, 2, 3, 4] and all(math.isfinite(x["loss"]) for x in lines)
+    # a finished run is not overwritten by accident, and resuming with another config is refused
+    with pytest.raises(ConfigError, match="resume"):
+        train_fadex(_cfg(tmp_path / "b", ffhq, "steps=4"))
+    with pytest.raises(ConfigError, match="lr"):
+        train_fadex(_cfg(tmp_path / "b", ffhq, "steps=6", "lr=0.01"), resume=True)
+
+
+def test_bf16_step_runs_on_cpu(tmp_path, ffhq):
+    final = train_fadex(_cfg(tmp_path, ffhq, "steps=1", "bf16=true"))
+    rec = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
+    assert math.isfinite(rec["loss"]) and (final / "diffusion_pytorch_model.safetensors").is_file()
+
+
+def test_configs_load_and_reject_unknown_keys():
+    tiny = load_config(FaDeXTrainConfig, TINY)
+    default = load_config(FaDeXTrainConfig, REPO / "configs" / "fadex_default.yaml")
+    assert tiny.steps < 50 and default.steps >= 500 and default.eval_data
+    assert (default.temperature, default.lr, default.embed_dim) == (0.07, 1e-4, 256)
+    with pytest.raises(ConfigError, match="unknown"):
+        load_config(FaDeXTrainConfig, TINY, ["queue_sise=8"])
+    with pytest.raises(ConfigError, match="temperature"):
+        load_config(FaDeXTrainConfig, TINY, ["temperature=0"])
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def test_similarity_stats_known_answers():
+    rng = np.random.default_rng(0)
+    n, p = 5, 4
+    by_op = rng.normal(size=(p, 8))
+    by_op /= np.linalg.norm(by_op, axis=1, keepdims=True)
+    degradation_only = np.broadcast_to(by_op[None], (n, p, 8)).copy()
+    st = similarity_stats(degradation_only)
+    assert st["top1_accuracy"] == 1.0 and st["same_degradation_different_image"] == pytest.approx(1.0)
+    assert np.allclose(np.diag(st["matrix"]), 1.0) and st["gap"] > 0.5
+    by_img = rng.normal(size=(n, 8))
+    by_img /= np.linalg.norm(by_img, axis=1, keepdims=True)
+    content_only = np.broadcast_to(by_img[:, None], (n, p, 8)).copy()
+    st2 = similarity_stats(content_only)
+    assert st2["top1_accuracy"] == 0.0 and st2["nearest_is_same_image"] == 1.0 and st2["gap"] < 0
+    assert st["chance_top1"] == pytest.approx((n - 1) / (n * p - 1))
+
+
+def test_evaluate_fadex_writes_json_and_png(tmp_path, ffhq):
+    model = _tiny().train()
+    res = evaluate_fadex(model, ffhq[:3], tmp_path, n_random_ops=3, seed=1, max_side=64)
+    assert model.training
+    saved = json.loads((tmp_path / "fadex_eval.json").read_text())
+    assert saved == json.loads(json.dumps(res))
+    assert saved["n_images"] == 3 and saved["presets"]["names"] == sorted(PRESETS)
+    for set_name, n_ops in (("presets", 4), ("random", 3)):
+        st = saved[set_name]
+        for key in ("same_degradation_different_image", "same_image_different_degradation", "gap", "top1_accuracy",
+                    "nearest_is_same_image", "chance_top1", "matrix"):
+            assert key in st, (set_name, key)
+        assert np.asarray(st["matrix"]).shape == (n_ops, n_ops)
+        assert -1.0 <= st["same_image_different_degradation"] <= 1.0 and 0.0 <= st["top1_accuracy"] <= 1.0
+    assert "presets_gap" in saved["summary"] and "random_top1_accuracy" in saved["summary"]
+    with Image.open(tmp_path / "fadex_eval.png") as im:
+        assert im.format == "PNG" and im.size[0] > 400
+    with pytest.raises(ValueError, match="at least 2"):
+        evaluate_fadex(model, ffhq[:1], tmp_path / "x")
+
+
+def test_evaluate_detects_a_degradation_aware_encoder(tmp_path, ffhq):
+    """A hand-built encoder of LQ-HQ residual statistics (centred over the operators of one image,
+    which evaluate_fadex embeds as one batch) is degradation-aware: the analysis must show it."""
+
+    class ResidualStats(FaDeX):
+        def forward(self, lq, hq):
+            out = super().forward(lq, hq)
+            r = lq - hq
+            feats = torch.stack([r.abs().mean((1, 2, 3)), r.std((1, 2, 3)),
+                                 (r[..., 1:, :] - r[..., :-1, :]).abs().mean((1, 2, 3)),
+                                 (lq[..., 1:, :] - lq[..., :-1, :]).abs().mean((1, 2, 3))], dim=1)
+            feats = (feats - feats.mean(0, keepdim=True)) if feats.shape[0] > 1 else feats
+            emb = torch.nn.functional.normalize(torch.nn.functional.pad(feats, (0, 12)) + 1e-6, dim=1)
+            return type(out)(features=out.features, embedding=emb)
+
+    model = ResidualStats(**TINY_MODEL)
+    res = evaluate_fadex(model, ffhq[:4], tmp_path, n_random_ops=0, max_side=96)
+    assert res["presets"]["gap"] > 0.2
+    assert res["presets"]["top1_accuracy"] > res["presets"]["chance_top1"]
