@@ -49,6 +49,18 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _finish(tmp: str, dest: Path) -> None:
+    """Give the temporary file normal permissions (mkstemp makes it 0600) and move it into place."""
+    os.chmod(tmp, 0o666 & ~_umask())
+    os.replace(tmp, dest)
+
+
 def save_image(path: str | os.PathLike, image: np.ndarray, *, quality: int = 95) -> Path:
     """Write an RGB ``uint8`` image atomically; the format follows the suffix (PNG if none known).
 
@@ -72,7 +84,7 @@ def save_image(path: str | os.PathLike, image: np.ndarray, *, quality: int = 95)
     try:
         with os.fdopen(fd, "wb") as fh:
             Image.fromarray(arr, "RGB").save(fh, format=fmt, **kwargs)
-        os.replace(tmp, p)
+        _finish(tmp, p)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -88,7 +100,7 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-        os.replace(tmp, p)
+        _finish(tmp, p)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
