@@ -58,9 +58,6 @@ class ServerStub:
     def send_sync(self, event: str, data: dict, sid: str | None = None) -> None:
         self.events.append((event, data))
 
-    def queue_updated(self) -> None:  # called by PromptQueue in the server; kept for completeness
-        pass
-
 
 @dataclass
 class Validation:
