@@ -1,0 +1,197 @@
+"""Identity embeddings and face choice on the deepface identity photos."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from face2scene_core.errors import NoFaceError, ReferenceImageError, WeightsNotFoundError
+from face2scene_core.faces import (
+    cosine_similarity,
+    get_detector,
+    get_embedder,
+    prepare_references,
+    select_face,
+)
+from face2scene_core.imageio import load_image
+
+DEEPFACE = "faces_identity/deepface/tests/unit/dataset"
+# two photos each of six people (manifest identities), chosen small so the test stays fast
+PEOPLE = {
+    "p01": ("img5.jpg", "img10.jpg"),  # Angelina Jolie
+    "p02": ("img12.jpg", "img53.jpg"),
+    "p03": ("img50.jpg", "img51.jpg"),
+    "p05": ("img16.jpg", "img61.jpg"),
+    "p07": ("img21.jpg", "img20.jpg"),
+    "p10": ("img44.jpg", "img46.jpg"),
+}
+# Where p01 is in the group photos, marked by eye: the left face of couple.jpg; in the selfie, this point.
+SELFIE_P01_POINT = (148, 368)
+
+
+def _datasets() -> Path:
+    here = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+    if here.is_dir():
+        return here
+    env = os.environ.get("FACE2SCENE_DATASETS")
+    if env and Path(env).is_dir():
+        return Path(env)
+    pytest.skip("real photos not found: put shared/datasets beside the repo or set FACE2SCENE_DATASETS")
+
+
+@pytest.fixture(scope="module")
+def data() -> Path:
+    return _datasets()
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return get_detector()
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    return get_embedder()
+
+
+@pytest.fixture(scope="module")
+def embeddings(data, detector, embedder):
+    out = {}
+    for person, names in PEOPLE.items():
+        for name in names:
+            img = load_image(data / DEEPFACE / name)
+            out[name] = (person, embedder.embed(img, detector.detect(img)[0]))
+    return out
+
+
+def test_same_person_is_more_similar_than_different_people(embeddings, embedder):
+    same, diff = [], []
+    for (a, (pa, ea)), (b, (pb, eb)) in itertools.combinations(embeddings.items(), 2):
+        (same if pa == pb else diff).append((embedder.similarity(ea, eb), a, b))
+    assert len(same) == len(PEOPLE) and len(diff) == 60
+    worst_same, best_diff = min(same), max(diff)
+    assert worst_same[0] > best_diff[0], f"same {worst_same} vs different {best_diff}"
+    assert worst_same[0] > embedder.match_threshold > best_diff[0]
+
+
+def test_embedding_is_unit_length_and_deterministic(data, detector, embedder):
+    img = load_image(data / DEEPFACE / "img50.jpg")
+    face = detector.detect(img)[0]
+    a, b = embedder.embed(img, face), embedder.embed(img, face)
+    assert a.shape == (128,) and a.dtype == np.float32
+    assert np.linalg.norm(a) == pytest.approx(1.0, abs=1e-5)
+    assert np.array_equal(a, b)
+
+
+def test_degraded_copy_still_matches_the_person(data, detector, embedder, embeddings):
+    img = load_image(data / DEEPFACE / "img51.jpg")
+    small = cv2.resize(img, None, fx=0.4, fy=0.4, interpolation=cv2.INTER_AREA)
+    ok, buf = cv2.imencode(".jpg", small[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 30])
+    lq = cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1].copy()
+    e = embedder.embed(lq, detector.detect(lq)[0])
+    assert embedder.similarity(e, embeddings["img50.jpg"][1]) > embedder.match_threshold
+
+
+def test_cosine_similarity_checks_its_inputs():
+    assert cosine_similarity([1, 0], [0, 2]) == pytest.approx(0.0)
+    assert cosine_similarity([1, 1], [2, 2]) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="different sizes"):
+        cosine_similarity(np.ones(128), np.ones(512))
+    with pytest.raises(ValueError, match="zero"):
+        cosine_similarity(np.zeros(4), np.ones(4))
+
+
+def test_arcface_backend_never_downloads(tmp_path):
+    with pytest.raises(WeightsNotFoundError, match="antelopev2"):
+        get_embedder("arcface", model_dir=tmp_path / "antelopev2")
+    with pytest.raises(WeightsNotFoundError, match="model_dir"):
+        get_embedder("arcface")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(WeightsNotFoundError, match="w600k_r50.onnx"):
+        get_embedder("arcface", model_dir=tmp_path / "empty")
+    with pytest.raises(ValueError, match="model_dir"):
+        get_embedder("dlib", model_dir=tmp_path)
+    with pytest.raises(ValueError, match="'facenet'"):
+        get_embedder("facenet")
+
+
+# ---- face choice ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def p01_refs(data, detector, embedder):
+    paths = [data / DEEPFACE / n for n in PEOPLE["p01"]]
+    return prepare_references(paths, detector, embedder)
+
+
+def test_prepare_references_aligns_and_embeds_each_reference(p01_refs):
+    aligned, emb = p01_refs
+    assert len(aligned) == 2 and all(a.image.shape == (512, 512, 3) for a in aligned)
+    assert emb.shape == (2, 128) and emb.dtype == np.float32
+    assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("photo", ["couple.jpg", "selfie-many-people.jpg"])
+def test_reference_mode_finds_the_person_in_a_group_photo(data, detector, embedder, p01_refs, photo):
+    img = load_image(data / DEEPFACE / photo)
+    faces = detector.detect(img)
+    index, reason = select_face(faces, "reference", image=img, embedder=embedder, reference_embeddings=p01_refs[1])
+    x1, y1, x2, y2 = faces[index].bbox
+    if photo == "couple.jpg":
+        assert (x1 + x2) / 2 == min((f.bbox[0] + f.bbox[2]) / 2 for f in faces), reason
+    else:
+        px, py = SELFIE_P01_POINT
+        assert x1 <= px <= x2 and y1 <= py <= y2, reason
+    assert "matches the references best (similarity 0.9" in reason
+
+
+def test_reference_mode_strict_rejects_a_photo_without_the_person(data, detector, embedder, embeddings):
+    img = load_image(data / "faces_identity/face-api.js/examples/images/bbt1.jpg")
+    faces = detector.detect(img)
+    refs = np.stack([embeddings[n][1] for n in PEOPLE["p10"]])
+    with pytest.raises(ReferenceImageError, match="None of the 4 face"):
+        select_face(faces, "reference", image=img, embedder=embedder, reference_embeddings=refs, strict=True)
+    index, reason = select_face(faces, "reference", image=img, embedder=embedder, reference_embeddings=refs)
+    assert 0 <= index < 4 and "below the match threshold" in reason
+
+
+def test_largest_and_index_modes(detector, data):
+    img = load_image(data / "faces_identity/face-api.js/examples/images/bbt4.jpg")
+    faces = detector.detect(img)[::-1]  # smallest first: "largest" must not rely on the order
+    index, reason = select_face(faces, "largest")
+    assert index == len(faces) - 1 and "largest" in reason
+    assert select_face(faces, "index", index=2)[0] == 2
+    with pytest.raises(NoFaceError, match="only 6 face"):
+        select_face(faces, "index", index=6)
+    with pytest.raises(ValueError, match="index"):
+        select_face(faces, "index", index=-1)
+    with pytest.raises(NoFaceError):
+        select_face([], "largest")
+    with pytest.raises(ValueError, match="'biggest'"):
+        select_face(faces, "biggest")
+    with pytest.raises(ValueError, match="embedder"):
+        select_face(faces, "reference", image=img)
+
+
+def test_prepare_references_names_the_unusable_reference(data, detector, embedder):
+    good = load_image(data / DEEPFACE / "img46.jpg")
+    landscape = data / "scenes_clean/ffdnet/testsets/CBSD68/14037.png"
+    with pytest.raises(ReferenceImageError, match=r"reference 2 of 2 \(14037.png\)"):
+        prepare_references([good, landscape], detector, embedder)
+    with pytest.raises(ReferenceImageError, match=r"reference 1 of 1 \(holiday\)"):
+        prepare_references([load_image(landscape)], detector, embedder, names=["holiday"])
+    with pytest.raises(ReferenceImageError, match="at least one"):
+        prepare_references([], detector, embedder)
+
+
+def test_prepare_references_warns_about_a_different_person(data, detector, embedder, caplog):
+    refs = [load_image(data / DEEPFACE / n) for n in ("img5.jpg", "img10.jpg", "img46.jpg")]
+    with caplog.at_level(logging.WARNING, logger="face2scene_core.faces.select"):
+        prepare_references(refs, detector, embedder)
+    assert "reference 3 of 3 may show a different person" in caplog.text
