@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from face2scene_core.errors import ReferenceImageError, WeightsNotFoundError
+from face2scene_core.errors import ArchitectureMismatchError, ReferenceImageError, WeightsNotFoundError
 from face2scene_core.faces import Face, align_face, get_detector
 from face2scene_core.faces.detect import RetinaFaceDetector, nms
 from face2scene_core.imageio import load_image
@@ -146,6 +146,36 @@ def test_insightface_backend_never_downloads(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(WeightsNotFoundError, match="det_10g.onnx"):
         get_detector("insightface", model_dir=tmp_path / "empty")
+
+
+def _tiny_recognition_onnx(path: Path) -> Path:
+    """A 112x112 -> 512 ONNX model with the shape of an insightface ArcFace file (random weights)."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.random.default_rng(0).normal(size=(3, 512)).astype(np.float32), "W")
+    b = numpy_helper.from_array(np.zeros(512, np.float32), "B")
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["input.1"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("Gemm", ["f", "W", "B"], ["683"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny", [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, ["N", 3, 112, 112])],
+        [helper.make_tensor_value_info("683", TensorProto.FLOAT, ["N", 512])], [w, b],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_insightface_backend_refuses_a_model_that_is_not_a_detector(tmp_path):
+    pytest.importorskip("insightface")
+    _tiny_recognition_onnx(tmp_path / "models" / "buffalo_l" / "det_10g.onnx")
+    with pytest.raises(ArchitectureMismatchError, match="det_10g.onnx"):
+        get_detector("insightface", model_dir=tmp_path / "models")
 
 
 # ---- Ref-FR interface -------------------------------------------------------------------------

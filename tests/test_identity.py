@@ -121,6 +121,39 @@ def test_arcface_backend_never_downloads(tmp_path):
         get_embedder("facenet")
 
 
+def _tiny_recognition_onnx(path: Path) -> Path:
+    """A 112x112 -> 512 ONNX model with the shape of an insightface ArcFace file (random weights)."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.random.default_rng(0).normal(size=(3, 512)).astype(np.float32), "W")
+    b = numpy_helper.from_array(np.zeros(512, np.float32), "B")
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["input.1"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("Gemm", ["f", "W", "B"], ["683"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny", [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, ["N", 3, 112, 112])],
+        [helper.make_tensor_value_info("683", TensorProto.FLOAT, ["N", 512])], [w, b],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_arcface_backend_runs_a_user_supplied_model_offline(tmp_path, data, detector):
+    pytest.importorskip("insightface")
+    _tiny_recognition_onnx(tmp_path / "buffalo_l" / "w600k_r50.onnx")
+    arc = get_embedder("arcface", model_dir=tmp_path)
+    img = load_image(data / DEEPFACE / "img50.jpg")
+    e = arc.embed(img, detector.detect(img)[0])
+    assert e.shape == (512,) and e.dtype == np.float32 and np.linalg.norm(e) == pytest.approx(1.0, abs=1e-5)
+    assert arc.similarity(e, arc.embed(img, detector.detect(img)[0])) == pytest.approx(1.0, abs=1e-6)
+
+
 # ---- face choice ------------------------------------------------------------------------------
 
 

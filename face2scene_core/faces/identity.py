@@ -20,6 +20,7 @@ import logging
 import os
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from ..errors import ArchitectureMismatchError, WeightsNotFoundError
@@ -29,6 +30,11 @@ from .types import Face, as_rgb_uint8
 logger = logging.getLogger(__name__)
 
 ARCFACE_FILES = ("w600k_r50.onnx", "glintr100.onnx", "w600k_mbf.onnx")
+ARCFACE_TEMPLATE_112 = np.array(
+    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
+    dtype=np.float32,
+)
+"""insightface's ``arcface_dst``: where ArcFace models expect the 5 landmarks in a 112x112 crop."""
 
 # dlib's shape predictor was trained on dlib detector boxes; relative to a RetinaFace box (width w,
 # height h) those are squares of side ~1.10 w ~= 0.845 h, centred 0.03 h lower (measured on 136
@@ -148,7 +154,6 @@ class ArcFaceEmbedder:
                 "or antelopev2; nothing is downloaded."
             )
         from insightface.model_zoo import model_zoo
-        from insightface.utils import face_align
 
         model = model_zoo.get_model(str(path), providers=["CPUExecutionProvider"], download=False)
         if model is None or not hasattr(model, "get_feat"):
@@ -157,15 +162,19 @@ class ArcFaceEmbedder:
         self.model_path = path
         self.dim = int(model.output_shape[-1]) if isinstance(model.output_shape[-1], int) else self.dim
         self._model = model
-        self._norm_crop = face_align.norm_crop
 
     def embed(self, image: np.ndarray, face: Face) -> np.ndarray:
         """``float32 (D,)`` L2-normalised ArcFace embedding of ``face`` in ``image`` (RGB uint8)."""
         rgb = as_rgb_uint8(image)
         if not isinstance(face, Face):
             raise ValueError(f"face must be a Face, got {type(face).__name__}")
-        bgr = np.ascontiguousarray(rgb[:, :, ::-1])
-        crop = self._norm_crop(bgr, landmark=face.landmarks.astype(np.float32), image_size=self._model.input_size[0])
+        size = int(self._model.input_size[0])
+        # insightface's norm_crop: least-squares similarity onto the ArcFace template, bilinear, black border
+        dst = ARCFACE_TEMPLATE_112 * (size / 112.0)
+        m, _ = cv2.estimateAffinePartial2D(face.landmarks, dst, method=cv2.RANSAC, ransacReprojThreshold=1e4)
+        if m is None:
+            raise ValueError(f"cannot align degenerate landmarks {face.landmarks.tolist()}")
+        crop = cv2.warpAffine(np.ascontiguousarray(rgb[:, :, ::-1]), m, (size, size), borderValue=0.0)  # BGR
         return _normalise(self._model.get_feat(crop))
 
     @staticmethod
