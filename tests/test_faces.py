@@ -62,7 +62,8 @@ def test_degraded_photo_face_count(detector, data, entry):
 @pytest.mark.parametrize("entry", FIXTURE["no_faces"], ids=_ids(FIXTURE["no_faces"]))
 def test_scene_without_people_has_no_face(detector, data, entry):
     faces = detector.detect(load_image(data / entry["path"]))
-    assert faces == [], f"{entry['path']} ({entry['note']}): {[(round(f.score, 3), f.bbox.round().tolist()) for f in faces]}"
+    found = [(round(f.score, 3), f.bbox.round().tolist()) for f in faces]
+    assert faces == [], f"{entry['path']} ({entry['note']}): {found}"
 
 
 def test_faces_sorted_largest_first_with_float_landmarks_in_image_order(detector, data):

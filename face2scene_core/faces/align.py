@@ -212,7 +212,8 @@ def _aligned_mask(size: int, feather: float) -> np.ndarray:
 def _roi(aligned: AlignedFace, h: int, w: int) -> tuple[int, int, int, int] | None:
     """Integer box of the photo that the aligned square covers (None when it is outside)."""
     s = aligned.size
-    corners = transform_points(np.array([[-0.5, -0.5], [s - 0.5, -0.5], [-0.5, s - 0.5], [s - 0.5, s - 0.5]]), aligned.inverse)
+    edges = np.array([[-0.5, -0.5], [s - 0.5, -0.5], [-0.5, s - 0.5], [s - 0.5, s - 0.5]])
+    corners = transform_points(edges, aligned.inverse)
     x0, y0 = max(int(np.floor(corners[:, 0].min())), 0), max(int(np.floor(corners[:, 1].min())), 0)
     x1, y1 = min(int(np.ceil(corners[:, 0].max())) + 1, w), min(int(np.ceil(corners[:, 1].max())) + 1, h)
     if x1 <= x0 or y1 <= y0:
@@ -250,7 +251,9 @@ def face_mask(aligned: AlignedFace, photo_shape: tuple[int, ...], feather: float
     return mask
 
 
-def paste_back(photo: np.ndarray, aligned_face_image: np.ndarray, aligned: AlignedFace, feather: float = 0.1) -> np.ndarray:
+def paste_back(
+    photo: np.ndarray, aligned_face_image: np.ndarray, aligned: AlignedFace, feather: float = 0.1
+) -> np.ndarray:
     """Warp an aligned face back into the photo and blend it in with a feathered mask.
 
     Args:

@@ -249,9 +249,10 @@ class RetinaFaceDetector:
                 side = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
                 ok = side <= PASS_MAX_BOX
                 boxes, points, scores = boxes[ok], points[ok], scores[ok]
-            # pixel-centre convention: x_photo + 0.5 = (x_scaled + 0.5) * sx
-            boxes = (boxes + 0.5) * np.array([sx, sy, sx, sy], dtype=np.float32) - 0.5
-            points = (points + 0.5) * np.array([sx, sy], dtype=np.float32) - 0.5
+            # the network works in edge coordinates (pixel j spans [j, j+1), anchors at (j + 0.5) * stride);
+            # Face uses OpenCV's pixel-centre convention (pixel j is centred at j)
+            boxes = boxes * np.array([sx, sy, sx, sy], dtype=np.float32) - 0.5
+            points = points * np.array([sx, sy], dtype=np.float32) - 0.5
             all_boxes.append(boxes)
             all_points.append(points)
             all_scores.append(scores)
@@ -265,7 +266,9 @@ class RetinaFaceDetector:
             if min(face.width, face.height) < self.min_face_px:
                 continue
             if self._verifier is not None and face.score < self.verify_below and not self._verified(rgb, face):
-                logger.debug("retinaface: dropped a %.0f px candidate (score %.3f): not a human face", face.width, face.score)
+                logger.debug(
+                    "retinaface: dropped a %.0f px candidate (score %.3f): not a human face", face.width, face.score
+                )
                 continue
             faces.append(face)
         logger.debug("retinaface: %d face(s) in a %dx%d image (scales %s)", len(faces), w, h, scales)

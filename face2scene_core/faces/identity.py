@@ -186,7 +186,9 @@ class ArcFaceEmbedder:
 EMBEDDER_BACKENDS = {"dlib": DlibEmbedder, "arcface": ArcFaceEmbedder}
 
 
-def get_embedder(backend: str = "dlib", model_dir: str | os.PathLike | None = None, **kwargs) -> DlibEmbedder | ArcFaceEmbedder:
+def get_embedder(
+    backend: str = "dlib", model_dir: str | os.PathLike | None = None, **kwargs
+) -> DlibEmbedder | ArcFaceEmbedder:
     """Build an identity embedder.
 
     Args:

@@ -116,7 +116,10 @@ def select_face(
                 "mode='largest' / mode='index'."
             )
         logger.warning("select_face: %s; using it anyway", msg)
-        return best, f"face {best} of {n} is the closest to the references but below the match threshold (similarity {score:.3f} < {thr:.3f}{runner})"
+        return best, (
+            f"face {best} of {n} is the closest to the references but below the match threshold "
+            f"(similarity {score:.3f} < {thr:.3f}{runner})"
+        )
     return best, f"face {best} of {n} matches the references best (similarity {score:.3f} >= {thr:.3f}{runner})"
 
 
@@ -151,9 +154,10 @@ def prepare_references(
         raise ValueError(f"names has {len(names)} entries but there are {len(images)} reference images")
     aligned_faces, embeddings = [], []
     for i, img in enumerate(images):
-        label = names[i] if names is not None else (os.path.basename(os.fspath(img)) if isinstance(img, (str, os.PathLike)) else f"#{i}")
+        is_path = isinstance(img, (str, os.PathLike))
+        label = names[i] if names is not None else (os.path.basename(os.fspath(img)) if is_path else f"#{i}")
         where = f"reference {i + 1} of {len(images)} ({label})"
-        photo = load_image(img) if isinstance(img, (str, os.PathLike)) else img
+        photo = load_image(img) if is_path else img
         faces = detector.detect(photo)
         if not faces:
             raise ReferenceImageError(

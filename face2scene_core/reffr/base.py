@@ -44,11 +44,13 @@ class RefFR(ABC):
     requires_references: bool = False
 
     def check_face(self, face, what: str) -> np.ndarray:
-        """``face`` (array or :class:`AlignedFace`) as ``uint8 (size, size, 3)``, else ``ValueError`` naming ``what``."""
+        """``face`` (array or :class:`AlignedFace`) as ``uint8 (size, size, 3)``; ``ValueError`` naming ``what``."""
         if isinstance(face, AlignedFace):
             face = face.image
         if not isinstance(face, np.ndarray):
-            raise ValueError(f"{what} must be a numpy uint8 ({self.size}, {self.size}, 3) array, got {type(face).__name__}")
+            raise ValueError(
+                f"{what} must be a numpy uint8 ({self.size}, {self.size}, 3) array, got {type(face).__name__}"
+            )
         if face.dtype != np.uint8 or face.shape != (self.size, self.size, 3):
             raise ValueError(
                 f"{what} must be an aligned face, uint8 ({self.size}, {self.size}, 3) RGB, got {_describe(face)}. "
@@ -56,7 +58,9 @@ class RefFR(ABC):
             )
         return face
 
-    def restore(self, lq_face: np.ndarray | AlignedFace, references: Sequence[np.ndarray | AlignedFace] = ()) -> np.ndarray:
+    def restore(
+        self, lq_face: np.ndarray | AlignedFace, references: Sequence[np.ndarray | AlignedFace] = ()
+    ) -> np.ndarray:
         """Restore an aligned face.
 
         Args:
@@ -80,7 +84,9 @@ class RefFR(ABC):
     def _check_output(self, out) -> np.ndarray:
         arr = np.asarray(out)
         if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] != arr.shape[1]:
-            raise ValueError(f"RefFR '{self.name}' returned {_describe(arr)}; expected uint8 ({self.size}, {self.size}, 3)")
+            raise ValueError(
+                f"RefFR '{self.name}' returned {_describe(arr)}; expected uint8 ({self.size}, {self.size}, 3)"
+            )
         if arr.shape[0] != self.size:
             interp = cv2.INTER_AREA if arr.shape[0] > self.size else cv2.INTER_CUBIC
             logger.info("RefFR '%s': resized its %dpx output to %dpx", self.name, arr.shape[0], self.size)
