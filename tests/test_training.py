@@ -221,6 +221,9 @@ def test_bad_config_values_are_rejected():
         load_config(Stage2Config, TINY, ["data.crop_size=64"])
     with pytest.raises(ConfigError, match="neg_prompt_prob"):
         load_config(Stage2Config, TINY, ["neg_prompt_prob=1.5"])
+    assert load_config(Stage2Config, TINY, ["mixed_precision=no"]).mixed_precision == "no"  # YAML: no -> False
+    with pytest.raises(ConfigError, match="mixed_precision"):
+        load_config(Stage2Config, TINY, ["mixed_precision=fp16"])
 
 
 def test_embedded_config_loads_and_finds_its_images():

@@ -393,14 +393,13 @@ class Stage2Data:
         from ..faces.align import align_face, native_crop_box
         from ..faces.types import Face
 
-        h, w = scene.shape[:2]
         boxes = []
         for f in faces:
             f = Face(bbox=f.bbox * scale, landmarks=f.landmarks * scale, score=f.score)
             # the aligned image itself is not used; a small size keeps the warp cheap
-            x0, y0, x1, y1 = (int(round(v)) for v in native_crop_box(align_face(scene, f, size=64), scene.shape))
-            x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
-            side = min(x1 - x0, y1 - y0)
+            # a square box inside the photo; the small aligned image itself is not used
+            x0, y0, x1, y1 = native_crop_box(align_face(scene, f, size=64, min_face_size=0), scene.shape)
+            side = x1 - x0
             if side >= self.cfg.min_face:
                 if side > self.cfg.max_face:  # centre-crop, never resize (resizing changes the degradation)
                     cx, cy = (x0 + x1) // 2, (y0 + y1) // 2

@@ -73,7 +73,7 @@ class Stage2Config:
         batch_size: samples per process per micro-batch; grad_accum: micro-batches per step.
         lr: AdamW learning rate (S3Diff: 2e-5; the small model trained from scratch needs ~1e-4..3e-4).
         weight_decay, adam_betas, max_grad_norm (0 disables clipping), warmup_steps (linear warm-up).
-        mixed_precision: ``no`` or ``bf16`` (autocast; weights stay fp32). cpu: force the CPU even with a GPU.
+        mixed_precision: ``no`` or ``bf16`` (autocast; weights stay fp32; fp16 would need loss scaling). cpu: force the CPU even with a GPU.
     Losses:
         lambda_l2 (2.0), lambda_lpips (5.0), lambda_gan (0.5): weights; 0 turns a term off.
         lpips_backbone: safetensors of torchvision's VGG16 ``features``; lpips_heads: optional heads file
@@ -105,7 +105,7 @@ class Stage2Config:
     adam_betas: tuple[float, float] = (0.9, 0.999)
     max_grad_norm: float = 1.0
     warmup_steps: int = 0
-    mixed_precision: Literal["no", "bf16"] = "no"
+    mixed_precision: str | bool = "no"
     cpu: bool = False
     lambda_l2: float = 2.0
     lambda_lpips: float = 5.0
@@ -127,6 +127,10 @@ class Stage2Config:
     data: Stage2DataConfig = field(default_factory=Stage2DataConfig)
 
     def __post_init__(self) -> None:
+        if self.mixed_precision in (False, "false", "off", "fp32"):  # YAML reads a bare `no` as false
+            self.mixed_precision = "no"
+        if self.mixed_precision not in ("no", "bf16"):
+            raise ConfigError(f"mixed_precision must be 'no' or 'bf16', got {self.mixed_precision!r}")
         for name in ("steps", "batch_size", "grad_accum", "checkpoint_every", "keep_checkpoints", "log_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
