@@ -139,6 +139,16 @@ def test_pool_face_and_scene_share_one_operator(tmp_path):
     # and another operator gives another face: the check above can fail
     other = data.degradation.sample(np.random.default_rng(12345))
     assert not np.array_equal(data.degrade(to_uint8(s.face_hq), other), s.face_lq)
+    # the hq_fn hook (e.g. a Ref-FR) replaces the ground-truth face, and sees the LQ face of the same operator
+    seen = []
+
+    def hq_fn(lq, gt):
+        seen.append(lq)
+        return gt[:, ::-1].copy()
+
+    hooked = _data(tmp_path, detector=NoFaces(), hq_fn=hq_fn).batch(0).samples[0]
+    np.testing.assert_array_equal(to_uint8(hooked.face_hq), to_uint8(s.face_hq)[:, ::-1])
+    np.testing.assert_array_equal(seen[0], to_uint8(s.face_lq))
 
 
 def test_scene_face_pair_cut_from_the_same_degraded_region(tmp_path):
@@ -319,3 +329,25 @@ def test_gan_step_updates_heads_not_the_frozen_backbone(tmp_path, fadex_dir):
     assert all(torch.equal(backbone[k], v) for k, v in disc.backbone.state_dict().items())
     assert not torch.equal(unet, trainer.restorer.unet.conv_out.weight)
     assert not any(p.requires_grad for p in disc.backbone.parameters())
+
+
+def test_sd_turbo_mode_trains_lora_conv_in_and_mapnet_only(tmp_path, fadex_dir):
+    from face2scene_core.restorer.sd_turbo import build_tiny_sd_like
+
+    build_tiny_sd_like(tmp_path / "cfg", cross_attention_dim=32).save_pretrained(tmp_path / "sd")  # SD-2.1-shaped
+    out = tmp_path / "out"
+    out.mkdir()
+    cfg = tiny_cfg(out, fadex_dir, "model=sd_turbo", f"sd_turbo={tmp_path / 'sd'}",
+                   f'sd_turbo_options={{config_dir: "{tmp_path / "cfg"}", unet_lora_rank: 4, vae_lora_rank: 4}}',
+                   "mapnet={num_heads: 2, mlp_hidden: 32}")
+    trainer = Stage2Trainer(cfg, detector=NoFaces())
+    r = trainer.restorer
+    before = {n: p.detach().clone() for n, p in r.named_parameters()}
+    trainer.train_step()
+    changed = {n for n, p in r.named_parameters() if not torch.equal(before[n], p)}
+    assert {"unet.conv_in.weight", "mapnet.embed.weight"} <= changed
+    assert any("lora_B" in n and n.startswith("unet.") for n in changed)
+    assert any("lora_B" in n and n.startswith("codec.") for n in changed)
+    frozen = {n for n, p in r.named_parameters() if not p.requires_grad}
+    assert frozen and not (frozen & changed)  # the SD base weights never move
+    assert all("lora_" in n or n.startswith(("unet.conv_in.", "mapnet.")) for n in changed)
