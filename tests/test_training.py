@@ -329,6 +329,14 @@ def test_gan_step_updates_heads_not_the_frozen_backbone(tmp_path, fadex_dir):
     assert all(torch.equal(backbone[k], v) for k, v in disc.backbone.state_dict().items())
     assert not torch.equal(unet, trainer.restorer.unet.conv_out.weight)
     assert not any(p.requires_grad for p in disc.backbone.parameters())
+    # heads and their optimiser are checkpointed: a resumed trainer takes the same next step
+    folder = trainer.save_checkpoint()
+    resumed = Stage2Trainer(cfg, detector=NoFaces())
+    resumed.load_checkpoint(folder)
+    a, b = trainer.train_step(), resumed.train_step()
+    assert a["d_loss"] == b["d_loss"] and a["gan"] == b["gan"]
+    for (k, v), w in zip(trainer.disc.heads.state_dict().items(), resumed.disc.heads.state_dict().values()):
+        assert torch.equal(v, w), k
 
 
 def test_sd_turbo_mode_trains_lora_conv_in_and_mapnet_only(tmp_path, fadex_dir):

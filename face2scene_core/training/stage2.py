@@ -365,11 +365,13 @@ class Stage2Trainer:
         self.model = Stage2Model(self.restorer)
         opt = torch.optim.AdamW(self.params, lr=cfg.lr, betas=tuple(cfg.adam_betas), weight_decay=cfg.weight_decay)
         self.model, self.opt = self.acc.prepare(self.model, opt)
+        # The discriminator is not wrapped in DDP: a process whose micro-batch has no positive-prompt sample
+        # skips it, so its heads' gradients are averaged by hand (a collective every process joins).
         self.disc = self.disc_opt = None
         if self.losses.disc is not None:
-            disc_opt = torch.optim.AdamW(self.losses.disc.head_parameters(), lr=cfg.disc_lr, betas=(0.0, 0.99),
-                                         weight_decay=0.0)
-            self.disc, self.disc_opt = self.acc.prepare(self.losses.disc, disc_opt)
+            self.disc = self.losses.disc.to(self.acc.device)
+            self.disc_opt = torch.optim.AdamW(self.disc.head_parameters(), lr=cfg.disc_lr, betas=(0.0, 0.99),
+                                              weight_decay=0.0)
         self.lpips = self.losses.lpips.to(self.acc.device) if self.losses.lpips is not None else None
         self.data = Stage2Data(cfg.data, batch_size=cfg.batch_size, seed=cfg.seed, cache_dir=self.out,
                                detector=detector, degradation=degradation, hq_fn=hq_fn,
@@ -394,11 +396,12 @@ class Stage2Trainer:
         with self.acc.autocast():
             return [self.fadex(lq, hq).features.float() for lq, hq in zip(batch.face_lq, batch.face_hq)]
 
-    def _losses(self, batch: Stage2Batch, rng: np.random.Generator) -> tuple[torch.Tensor, dict, torch.Tensor | None]:
+    def _losses(self, batch: Stage2Batch, rng: np.random.Generator, drop_tokens: bool
+                ) -> tuple[torch.Tensor, dict, tuple[torch.Tensor, torch.Tensor] | None]:
+        """Generator loss of one micro-batch, its logged terms, and the (real, fake) pair for the discriminator."""
         cfg = self.cfg
         b = batch.lq.shape[0]
         negative = (rng.random(b) < cfg.neg_prompt_prob).tolist()
-        drop_tokens = (not cfg.use_tokens) or bool(rng.random() < cfg.token_dropout)
         features = None if drop_tokens else self._features(batch)
         restored = self.model(batch.lq, features, negative).float()
         neg = torch.tensor(negative, device=batch.lq.device)
@@ -417,10 +420,25 @@ class Stage2Trainer:
         weights = {"l2": cfg.lambda_l2, "lpips": cfg.lambda_lpips, "gan": cfg.lambda_gan}
         total = sum(weights[k] * v for k, v in terms.items())
         logs = {k: float(v.detach()) for k, v in terms.items()}
-        logs["n_negative"] = int(sum(negative))
-        logs["tokens"] = not drop_tokens
-        real = batch.hq[pos] if fake is not None else None
-        return total, logs, (real, fake.detach()) if fake is not None else None
+        logs["negative_frac"] = float(np.mean(negative))
+        logs["tokens_frac"] = float(not drop_tokens)
+        return total, logs, (batch.hq[pos], fake.detach()) if fake is not None else None
+
+    def _disc_step(self, pair: tuple[torch.Tensor, torch.Tensor] | None) -> float | None:
+        """One discriminator update on (real HQ, restored) images; heads' gradients averaged over processes."""
+        self.disc_opt.zero_grad(set_to_none=False)  # also drops the generator loss's gradients on the heads
+        d_loss = None
+        if pair is not None:
+            real, fake = pair
+            d_loss = discriminator_loss(self.disc(real, backbone_grad=False), self.disc(fake, backbone_grad=False),
+                                        self.cfg.gan_loss)
+            d_loss.backward()
+        if self.acc.num_processes > 1:
+            for p in self.disc.head_parameters():
+                p.grad = self.acc.reduce(p.grad if p.grad is not None else torch.zeros_like(p), "mean")
+        if pair is not None or self.acc.num_processes > 1:
+            self.disc_opt.step()
+        return None if d_loss is None else float(d_loss.detach())
 
     def train_step(self) -> dict:
         """One optimiser step (``grad_accum`` micro-batches) + one discriminator step per micro-batch."""
@@ -432,20 +450,20 @@ class Stage2Trainer:
         sums: dict[str, float] = {}
         self.opt.zero_grad(set_to_none=True)
         for k in range(cfg.grad_accum):
+            micro = self.data.batch_index
             batch, rng = self._micro_batch()
+            # token dropout is drawn per micro-batch and alike on every process (DDP needs MapNet used everywhere)
+            drop_tokens = (not cfg.use_tokens) or bool(np.random.default_rng([cfg.seed, 4, micro]).random()
+                                                       < cfg.token_dropout)
             sync = contextlib.nullcontext() if k == cfg.grad_accum - 1 else self.acc.no_sync(self.model)
             with sync:
-                total, logs, gan_pair = self._losses(batch, rng)
+                total, logs, gan_pair = self._losses(batch, rng, drop_tokens)
                 self.acc.backward(total / cfg.grad_accum)
             logs["total"] = float(total.detach())
-            if gan_pair is not None:
-                real, fake = gan_pair
-                self.disc_opt.zero_grad(set_to_none=True)  # drop the generator loss's gradients on the heads
-                d_loss = discriminator_loss(self.disc(real, backbone_grad=False), self.disc(fake, backbone_grad=False),
-                                            cfg.gan_loss)
-                self.acc.backward(d_loss)
-                self.disc_opt.step()
-                logs["d_loss"] = float(d_loss.detach())
+            if self.disc is not None:
+                d_loss = self._disc_step(gan_pair)
+                if d_loss is not None:
+                    logs["d_loss"] = d_loss
             for key, value in logs.items():
                 if isinstance(value, float):
                     sums[key] = sums.get(key, 0.0) + value / cfg.grad_accum
@@ -471,8 +489,8 @@ class Stage2Trainer:
         tensors, meta = _flatten_optimizer(self.opt.state_dict(), "opt")
         opt_meta = {"opt": meta}
         if self.disc is not None:
-            disc = self.acc.unwrap_model(self.disc)
-            weights.update({f"disc.heads.{k}": v.detach().cpu().contiguous() for k, v in disc.heads.state_dict().items()})
+            weights.update({f"disc.heads.{k}": v.detach().cpu().contiguous()
+                            for k, v in self.disc.heads.state_dict().items()})
             d_tensors, d_meta = _flatten_optimizer(self.disc_opt.state_dict(), "disc_opt")
             tensors.update(d_tensors)
             opt_meta["disc_opt"] = d_meta
@@ -507,9 +525,8 @@ class Stage2Trainer:
         if self.disc is not None:
             if "disc_opt" not in state["optimizers"]:
                 raise ConfigError(f"checkpoint '{folder}' was trained without the GAN loss; resume with the same losses.")
-            disc = self.acc.unwrap_model(self.disc)
-            disc.heads.load_state_dict({k[len("disc.heads."):]: v for k, v in weights.items()
-                                        if k.startswith("disc.heads.")})
+            self.disc.heads.load_state_dict({k[len("disc.heads."):]: v for k, v in weights.items()
+                                             if k.startswith("disc.heads.")})
             self.disc_opt.load_state_dict(_unflatten_optimizer(tensors, state["optimizers"]["disc_opt"], "disc_opt"))
         torch.set_rng_state(tensors["rng.torch_cpu"])
         if torch.cuda.is_available():
