@@ -74,6 +74,8 @@ class Stage2Config:
         lr: AdamW learning rate (S3Diff: 2e-5; the small model trained from scratch needs ~1e-4..3e-4).
         weight_decay, adam_betas, max_grad_norm (0 disables clipping), warmup_steps (linear warm-up).
         mixed_precision: ``no`` or ``bf16`` (autocast; weights stay fp32; fp16 would need loss scaling). cpu: force the CPU even with a GPU.
+        num_threads: CPU threads of torch (``torch.set_num_threads``); 0 keeps torch's default. On a machine
+            shared with other jobs, 1 avoids thread oversubscription (much slower than one thread per core).
     Losses:
         lambda_l2 (2.0), lambda_lpips (5.0), lambda_gan (0.5): weights; 0 turns a term off.
         lpips_backbone: safetensors of torchvision's VGG16 ``features``; lpips_heads: optional heads file
@@ -107,6 +109,7 @@ class Stage2Config:
     warmup_steps: int = 0
     mixed_precision: str | bool = "no"
     cpu: bool = False
+    num_threads: int = 0
     lambda_l2: float = 2.0
     lambda_lpips: float = 5.0
     lambda_gan: float = 0.5
@@ -141,7 +144,7 @@ class Stage2Config:
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
         for name in ("lambda_l2", "lambda_lpips", "lambda_gan", "weight_decay", "max_grad_norm", "warmup_steps",
-                     "overfit_batches"):
+                     "overfit_batches", "num_threads"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.lambda_l2 + self.lambda_lpips + self.lambda_gan <= 0:
@@ -351,6 +354,8 @@ class Stage2Trainer:
 
         self.cfg = cfg
         self.out = Path(cfg.output_dir)
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
         self.acc = Accelerator(mixed_precision=cfg.mixed_precision, cpu=cfg.cpu)
         set_seed(cfg.seed)
         self.losses = build_losses(cfg)
