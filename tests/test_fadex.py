@@ -15,7 +15,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from face2scene_core.config import load_config
-from face2scene_core.degradation import PRESETS, DegradationConfig, RealESRGANDegradation
+from face2scene_core.degradation import PRESETS
 from face2scene_core.errors import ConfigError, FaceTooSmallError
 from face2scene_core.fadex import (
     FaDeX,
@@ -80,6 +80,8 @@ def test_bad_inputs_and_arguments_raise():
     model = _tiny()
     with pytest.raises(ValueError, match="at least 32"):
         model(*_rand_pair(1, 31, 64))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        model(torch.full((1, 3, 32, 32), 200.0), torch.rand(1, 3, 32, 32))
     with pytest.raises(ValueError, match="same shape"):
         model(torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 40))
     with pytest.raises(ValueError, match="channels"):
@@ -347,22 +349,32 @@ def test_evaluate_fadex_writes_json_and_png(tmp_path, ffhq):
         evaluate_fadex(model, ffhq[:1], tmp_path / "x")
 
 
-def test_evaluate_detects_a_degradation_aware_encoder(tmp_path, ffhq):
-    """A hand-built encoder of LQ-HQ residual statistics (centred over the operators of one image,
-    which evaluate_fadex embeds as one batch) is degradation-aware: the analysis must show it."""
+def _hf(x: torch.Tensor) -> torch.Tensor:
+    return (x[..., 1:, :] - x[..., :-1, :]).abs().mean((1, 2, 3)) + (x[..., 1:] - x[..., :-1]).abs().mean((1, 2, 3))
 
-    class ResidualStats(FaDeX):
-        def forward(self, lq, hq):
-            out = super().forward(lq, hq)
-            r = lq - hq
-            feats = torch.stack([r.abs().mean((1, 2, 3)), r.std((1, 2, 3)),
-                                 (r[..., 1:, :] - r[..., :-1, :]).abs().mean((1, 2, 3)),
-                                 (lq[..., 1:, :] - lq[..., :-1, :]).abs().mean((1, 2, 3))], dim=1)
-            feats = (feats - feats.mean(0, keepdim=True)) if feats.shape[0] > 1 else feats
-            emb = torch.nn.functional.normalize(torch.nn.functional.pad(feats, (0, 12)) + 1e-6, dim=1)
-            return type(out)(features=out.features, embedding=emb)
 
-    model = ResidualStats(**TINY_MODEL)
-    res = evaluate_fadex(model, ffhq[:4], tmp_path, n_random_ops=0, max_side=96)
-    assert res["presets"]["gap"] > 0.2
-    assert res["presets"]["top1_accuracy"] > res["presets"]["chance_top1"]
+class _ResidualStats(FaDeX):
+    """Hand-built degradation-aware encoder: log statistics of the LQ-HQ residual and of the detail loss."""
+
+    def forward(self, lq, hq):
+        out = super().forward(lq, hq)
+        r = lq - hq
+        feats = torch.stack([r.abs().mean((1, 2, 3)), _hf(r), _hf(lq) / _hf(hq)], dim=1)
+        z = torch.log(feats + 1e-4) - torch.tensor([-3.0, -3.0, 0.0])
+        return type(out)(features=out.features, embedding=torch.nn.functional.normalize(torch.nn.functional.pad(z, (0, 13)), dim=1))
+
+
+class _ContentOnly(FaDeX):
+    """Hand-built content encoder: statistics of the clean face only (blind to the degradation)."""
+
+    def forward(self, lq, hq):
+        out = super().forward(lq, hq)
+        z = torch.stack([hq.mean((1, 2, 3)), hq.std((1, 2, 3)), _hf(hq)], dim=1) - 0.3
+        return type(out)(features=out.features, embedding=torch.nn.functional.normalize(torch.nn.functional.pad(z, (0, 13)), dim=1))
+
+
+def test_evaluate_tells_degradation_from_content_encoders(tmp_path, ffhq):
+    aware = evaluate_fadex(_ResidualStats(**TINY_MODEL), ffhq[:4], tmp_path / "a", n_random_ops=0, max_side=96)["presets"]
+    content = evaluate_fadex(_ContentOnly(**TINY_MODEL), ffhq[:4], tmp_path / "c", n_random_ops=0, max_side=96)["presets"]
+    assert aware["gap"] > 0.1 and aware["top1_accuracy"] > 2 * aware["chance_top1"]
+    assert content["gap"] < 0 and content["top1_accuracy"] == 0.0 and content["nearest_is_same_image"] == 1.0

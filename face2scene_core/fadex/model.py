@@ -141,6 +141,9 @@ class FaDeX(ModelMixin, ConfigMixin):
             )
         if min(lq.shape[-2:]) < MIN_INPUT_SIZE:
             raise ValueError(f"face crops must be at least {MIN_INPUT_SIZE} px per side, got {tuple(lq.shape[-2:])}")
+        top = float(torch.maximum(lq.detach().amax(), hq.detach().amax()))
+        if top > 1.5:
+            raise ValueError(f"lq/hq must be tensor images in [0, 1], got values up to {top:g} (0-255 input? divide by 255)")
 
     def forward(self, lq: torch.Tensor, hq: torch.Tensor) -> FaDeXOutput:
         """Encode a batch of face pairs.

@@ -1,6 +1,6 @@
 """Contrastive training of FaDeX (Face2Scene Stage II), resumable, single device.
 
-    python -m face2scene_core.fadex.train --config configs/fadex_default.yaml [--resume] [key=value ...]
+    python -m face2scene_core.fadex --config configs/fadex_default.yaml [--resume] [key=value ...]
 
 or from Python: ``train_fadex(load_config(FaDeXTrainConfig, path), resume=True)``.
 
@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
