@@ -50,7 +50,7 @@ logger = logging.getLogger(__name__)
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"  # what ModelMixin.save_pretrained writes
 CHECKPOINT_RE = re.compile(r"^step_(\d+)$")
 # Keys that may change between a run and its resumption without breaking exactness.
-RESUMABLE_CHANGES = {"steps", "checkpoint_every", "keep_checkpoints", "log_every", "output_dir", "eval_data", "eval_random_ops"}
+RESUMABLE_CHANGES = {"steps", "checkpoint_every", "keep_checkpoints", "log_every", "output_dir", "eval_data", "eval_random_ops", "device"}
 
 
 def _help(text: str, **kwargs: Any) -> Any:
