@@ -74,7 +74,7 @@ class _Timer:
 
 
 def _to_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float().div(255.0).to(device)
+    return torch.tensor(image).permute(2, 0, 1)[None].float().div(255.0).to(device)
 
 
 def _to_uint8(t: torch.Tensor) -> np.ndarray:
@@ -194,12 +194,24 @@ class Face2ScenePipeline:
                                                           size=self.align_size)
         if mode == "reference" and not references:
             mode = "largest"
+        scores = None
         with timer("identity"):
-            idx, reason, scores = select_face(faces, mode=mode, index=index, photo=photo,
-                                              embedder=self.embedder if mode == "reference" else None,
-                                              reference_embeddings=ref_emb)
-        report["face_used"] = {"index": idx, "reason": reason,
-                               "identity_scores": None if scores is None else [round(float(s), 4) for s in scores]}
+            if mode == "reference":
+                from .faces.select import rank_by_reference
+
+                ranked = rank_by_reference(photo, faces, self.embedder, ref_emb)
+                scores = {int(i): float(s) for i, s in ranked}
+                idx, best = ranked[0]
+                thr = getattr(self.embedder, "match_threshold", None)
+                reason = f"best match to the {len(ref_aligned)} reference(s): similarity {best:.3f}"
+                if thr is not None and best < thr:
+                    reason += f" (below the same-person threshold {thr:.2f}: the references may show someone else)"
+                    log.warning("face %d: %s", idx, reason)
+            else:
+                idx, reason = select_face(faces, mode=mode, index=index or 0)
+        report["face_used"] = {"index": int(idx), "reason": reason,
+                               "identity_scores": None if scores is None else
+                               [round(scores[i], 4) for i in range(len(faces))]}
         return faces[idx], ref_aligned
 
     @torch.no_grad()
@@ -207,7 +219,6 @@ class Face2ScenePipeline:
                            hq_face: np.ndarray | None = None):
         """Stages I-II for one face: returns (tokens (1, 21, D), aligned HQ face, FaDeX embedding)."""
         from .faces.align import align_face, native_pair
-        from .fadex.model import encode_pair
         from .reffr.given import GivenFaceRefFR
 
         with timer("align"):
@@ -218,7 +229,7 @@ class Face2ScenePipeline:
         report["reffr"] = getattr(reffr, "name", type(reffr).__name__)
         with timer("fadex"):
             lq_crop, hq_crop = native_pair(photo, aligned, hq)
-            out = encode_pair(self.fadex, lq_crop, hq_crop, device=self.device)
+            out = self.fadex.encode_pair(lq_crop, hq_crop)
         report["native_crop"] = list(lq_crop.shape[:2])
         with timer("mapnet"):
             tokens = self.restorer.tokens_from_features(out.features)

@@ -3,4 +3,12 @@
 from .base import RefFR
 from .given import GivenFaceRefFR
 
-__all__ = ["RefFR", "GivenFaceRefFR"]
+
+def default_reffr() -> RefFR:
+    """The embedded offline Ref-FR: reference detail transfer (no weights, CPU)."""
+    from .transfer import ReferenceTransferRefFR
+
+    return ReferenceTransferRefFR()
+
+
+__all__ = ["RefFR", "GivenFaceRefFR", "default_reffr"]

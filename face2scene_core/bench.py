@@ -1,0 +1,141 @@
+"""``face2scene bench``: per-stage time and peak memory of the whole pipeline.
+
+Each (model, size) runs in a fresh subprocess, so the peak resident memory it reports (``ru_maxrss``; on CUDA
+also ``torch.cuda.max_memory_allocated``) belongs to that run alone. The photo is the shipped example
+(``examples/astronaut_lq.png``, a real degraded photo with a face) resized to ``size x size``; the reference is
+the shipped reference photo. Stages: detect, references (detect + align + embed the references), identity
+(face choice), align, reffr, fadex, mapnet, encode / unet / decode (the restorer's codec and one UNet step),
+restore (encode + unet + decode + colour fix), and total.
+
+Models:
+    embedded  the CPU model shipped in ``face2scene_core/weights`` (FaDeX + small UNet, pixel-unshuffle latent)
+    tiny      a tiny SD-2.1-shaped UNet + VAE with random weights (cross-attention 1024, LoRA as SD-Turbo)
+    sd21      the real SD 2.1-size UNet + VAE architecture with random weights (``--sd21``; slow, ~6 GB)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "astronaut_lq.png"
+EXAMPLE_REF = ROOT / "examples" / "refs" / "astronaut_ref.png"
+STAGES = ("detect", "references", "identity", "align", "reffr", "fadex", "mapnet", "encode", "unet", "decode",
+          "restore")
+
+
+def _example_photo(size: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    import cv2
+
+    from .imageio import load_image
+
+    if not EXAMPLE.is_file():
+        raise FileNotFoundError(f"the benchmark photo '{EXAMPLE}' is missing (it ships with the repository)")
+    photo = load_image(EXAMPLE)
+    interp = cv2.INTER_CUBIC if size > photo.shape[0] else cv2.INTER_AREA
+    photo = cv2.resize(photo, (size, size), interpolation=interp)
+    return photo, [load_image(EXAMPLE_REF)]
+
+
+def _build(model: str):
+    import torch
+
+    from .fadex.model import FaDeX
+    from .mapnet.model import MapNet
+    from .pipeline import EMBEDDED_DIR, Face2ScenePipeline
+
+    if model == "embedded":
+        return Face2ScenePipeline.from_paths(device="auto")
+    from .restorer.sd_turbo import build_sd21_random, build_tiny_sd_like, restorer_from_components
+
+    fadex_dir = EMBEDDED_DIR / "fadex"
+    fadex = FaDeX.from_pretrained(str(fadex_dir)) if (fadex_dir / "config.json").is_file() else FaDeX()
+    mapnet = MapNet(in_channels=fadex.feature_channels, token_dim=1024)
+    if model == "tiny":
+        comps = build_tiny_sd_like(with_text_encoder=False)
+        restorer = restorer_from_components(comps, mapnet=mapnet, prompt_embeds=torch.randn(2, 77, 1024))
+    elif model == "sd21":
+        restorer = build_sd21_random(mapnet=mapnet)
+    else:
+        raise ValueError(f"model must be embedded, tiny or sd21, got {model!r}")
+    return Face2ScenePipeline(fadex=fadex, restorer=restorer, device="auto")
+
+
+def run_one(model: str, size: int, repeats: int = 1) -> dict:
+    """Time one (model, size) in this process; returns per-stage seconds (best of ``repeats``) and peak memory."""
+    import torch
+
+    photo, refs = _example_photo(size)
+    t0 = time.perf_counter()
+    pipe = _build(model)
+    build_s = time.perf_counter() - t0
+    tile = 512 if size > 1024 else None
+    best: dict[str, float] = {}
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        out = pipe(photo, refs, tile_size=tile)
+        total = time.perf_counter() - t0
+        timings = dict(out.report["timings_s"], total=total)
+        best = timings if not best or total < best["total"] else best
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    result = {"model": model, "size": size, "tile": tile, "device": str(pipe.device), "build_s": round(build_s, 3),
+              "seconds": {k: round(v, 4) for k, v in best.items()}, "peak_rss_mb": round(peak_mb, 1),
+              "threads": torch.get_num_threads()}
+    if torch.cuda.is_available():
+        result["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return result
+
+
+def _format(rows: list[dict]) -> str:
+    cols = [s for s in STAGES + ("total",) if any(s in r.get("seconds", {}) for r in rows)]
+    head = f"{'model':9} {'size':>5} " + " ".join(f"{c:>10}" for c in cols) + f" {'peak MB':>9}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"{r['model']:9} {r['size']:>5} error: {r['error']}")
+            continue
+        cells = " ".join(f"{r['seconds'].get(c, float('nan')):>10.3f}" for c in cols)
+        lines.append(f"{r['model']:9} {r['size']:>5} {cells} {r['peak_rss_mb']:>9.0f}")
+    return "\n".join(lines)
+
+
+def run_bench(*, sizes: list[int], sd21: bool = False, repeats: int = 1, models: list[str] | None = None) -> list[dict]:
+    """Run every (model, size) in its own subprocess, print a table (seconds per stage), return the rows."""
+    from .pipeline import EMBEDDED_DIR
+
+    if models is None:
+        models = (["embedded"] if (EMBEDDED_DIR / "restorer.safetensors").is_file() else []) + ["tiny"]
+        if sd21:
+            models.append("sd21")
+    rows = []
+    for model in models:
+        for size in sizes:
+            cmd = [sys.executable, "-m", "face2scene_core.bench", model, str(size), str(repeats)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
+            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+            if proc.returncode != 0 or not lines:
+                err = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+                rows.append({"model": model, "size": size, "error": err})
+            else:
+                rows.append(json.loads(lines[-1]))
+            print(_format(rows[-1:]) if len(rows) == 1 else _format(rows[-1:]).splitlines()[-1], flush=True)
+    print()
+    print(_format(rows))
+    return rows
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING)
+    name, sz, rep = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 1
+    print(json.dumps(run_one(name, sz, rep)))

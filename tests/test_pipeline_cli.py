@@ -1,0 +1,144 @@
+"""End-to-end: Face2ScenePipeline and the ``face2scene`` command line on real photos, with tiny models."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from face2scene_core import NoFaceError, ReferenceImageError
+from face2scene_core.cli import main
+from face2scene_core.degradation import PRESETS, degrade_image
+from face2scene_core.fadex.model import FaDeX
+from face2scene_core.faces.align import align_face
+from face2scene_core.faces.detect import get_detector
+from face2scene_core.imageio import load_image, save_image
+from face2scene_core.pipeline import Face2ScenePipeline
+from face2scene_core.restorer.model import OneStepRestorer
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+DEEPFACE = DATA / "faces_identity/deepface/tests/unit/dataset"
+NO_FACE = DATA / "faces_real/ffdnet/testsets/RNI6/Building.png"
+
+
+def _small(img: np.ndarray, side: int = 480) -> np.ndarray:
+    import cv2
+
+    s = side / max(img.shape[:2])
+    return cv2.resize(img, (round(img.shape[1] * s), round(img.shape[0] * s)), interpolation=cv2.INTER_AREA)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    d = tmp_path_factory.mktemp("models")
+    fadex = FaDeX(channels=(16, 32, 64), blocks_per_stage=(1, 1, 1), embed_dim=32, proj_hidden=64)
+    fadex.save_pretrained(d / "fadex", safe_serialization=True)
+    restorer = OneStepRestorer.small(feature_channels=64, token_dim=64, block_out_channels=(32, 32, 64),
+                                     attention_heads=2, identity_init=False, seed=1)
+    restorer.save_adapter(d / "restorer.safetensors")
+    return d
+
+
+@pytest.fixture(scope="module")
+def pipe(models):
+    return Face2ScenePipeline.from_paths(adapter=str(models / "restorer.safetensors"), fadex=str(models / "fadex"),
+                                         device="cpu")
+
+
+@pytest.fixture(scope="module")
+def person():
+    clean = _small(load_image(DEEPFACE / "img55.jpg"))
+    lq = degrade_image(clean, PRESETS["D4"])
+    refs = [_small(load_image(DEEPFACE / n)) for n in ("img12.jpg", "img53.jpg")]
+    return clean, lq, refs
+
+
+def test_pipeline_restores_whole_photo_and_reports_every_stage(pipe, person):
+    clean, lq, refs = person
+    face = get_detector("retinaface").detect(clean)[0]
+    gt_face = align_face(clean, face).image  # non-reference mode: the ground-truth face is the HQ face
+    out = pipe(lq, refs, hq_face=gt_face)
+    assert out.image.shape == lq.shape and out.image.dtype == np.uint8
+    assert not np.array_equal(out.image, lq)
+    rep = out.report
+    assert rep["faces"] and rep["face_used"]["index"] == 0
+    assert "similarity" in rep["face_used"]["reason"] and len(rep["face_used"]["identity_scores"]) == len(rep["faces"])
+    assert len(rep["degradation_embedding"]) == 32
+    for stage in ("detect", "references", "identity", "align", "reffr", "fadex", "mapnet", "encode", "unet",
+                  "decode", "restore"):
+        assert stage in rep["timings_s"], stage
+    json.dumps(rep)  # the report is JSON-serialisable
+
+
+def test_degradation_tokens_follow_the_degradation(pipe, person):
+    clean, lq, refs = person
+    face = get_detector("retinaface").detect(clean)[0]
+    gt_face = align_face(clean, face).image
+    a = pipe(lq, refs, hq_face=gt_face).report["degradation_embedding"]
+    b = pipe(degrade_image(clean, PRESETS["D3"]), refs, hq_face=gt_face).report["degradation_embedding"]
+    assert not np.allclose(a, b, atol=1e-4)
+
+
+def test_no_face_is_an_error_unless_fallback_is_asked(pipe):
+    photo = load_image(NO_FACE)
+    with pytest.raises(NoFaceError, match="no face"):
+        pipe(photo)
+    out = pipe(photo, no_face_ok=True)
+    assert out.image.shape == photo.shape and "fallback" in out.report
+
+
+def test_reference_without_face_names_the_reference(pipe, person):
+    _, lq, refs = person
+    with pytest.raises(ReferenceImageError, match="reference"):
+        pipe(lq, refs + [load_image(NO_FACE)], hq_face=np.zeros((512, 512, 3), np.uint8))
+
+
+def test_cli_gallery_keeps_going_never_overwrites_and_reports(models, person, tmp_path, capsys):
+    _, lq, refs = person
+    gallery, refs_dir, out = tmp_path / "gallery", tmp_path / "refs", tmp_path / "out"
+    save_image(gallery / "portrait.png", lq)
+    save_image(gallery / "building.png", load_image(NO_FACE))
+    (gallery / "broken.jpg").write_bytes(b"not a jpeg")
+    for i, r in enumerate(refs):
+        save_image(refs_dir / f"ref{i}.png", r)
+    before = {p.name: p.read_bytes() for p in gallery.iterdir()}
+    args = ["restore", str(gallery), "--refs", str(refs_dir), "-o", str(out), "--fadex", str(models / "fadex"),
+            "--adapter", str(models / "restorer.safetensors"), "--face", "largest", "--device", "cpu"]
+    assert main(args) == 1  # two of three images fail, the batch goes on
+    err = capsys.readouterr().err
+    assert "broken.jpg" in err and "building.png" in err and "2 of 3" in err
+    assert (out / "portrait.png").is_file()
+    report = json.loads((out / "face2scene_report.json").read_text())
+    kinds = {Path(r["input"]).name: r.get("error_type") for r in report["results"]}
+    assert kinds == {"portrait.png": None, "building.png": "NoFaceError", "broken.jpg": "InputImageError"}
+    assert main(args) == 1
+    assert (out / "portrait_1.png").is_file(), "a second run must not overwrite the first output"
+    assert {p.name: p.read_bytes() for p in gallery.iterdir()} == before, "originals must be untouched"
+
+
+def test_cli_missing_input_is_one_clear_line(models, tmp_path, capsys):
+    code = main(["restore", str(tmp_path / "missing.png"), "-o", str(tmp_path / "o.png"),
+                 "--fadex", str(models / "fadex"), "--adapter", str(models / "restorer.safetensors")])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "missing.png" in err[0]
+
+
+def test_cli_missing_weights_say_what_to_do(tmp_path, capsys):
+    code = main(["restore", str(NO_FACE), "-o", str(tmp_path / "o.png"), "--fadex", str(tmp_path / "nothing")])
+    assert code == 2
+    assert "FaDeX weights not found" in capsys.readouterr().err
+
+
+def test_cli_degrade_is_deterministic_and_records_parameters(tmp_path):
+    src = tmp_path / "in"
+    save_image(src / "a.png", _small(load_image(NO_FACE), 160))
+    for run in ("r1", "r2"):
+        assert main(["degrade", str(src), "-o", str(tmp_path / run), "--seed", "3", "--copies", "2"]) == 0
+    files = sorted(p.name for p in (tmp_path / "r1").iterdir())
+    assert files == ["a_deg00.json", "a_deg00.png", "a_deg01.json", "a_deg01.png"]
+    for f in files:
+        assert (tmp_path / "r1" / f).read_bytes() == (tmp_path / "r2" / f).read_bytes()
+    meta = json.loads((tmp_path / "r1" / "a_deg00.json").read_text())
+    assert meta["seed"] == 3 and "stage1" in meta["params"]
+    assert (tmp_path / "r1" / "a_deg00.png").read_bytes() != (tmp_path / "r1" / "a_deg01.png").read_bytes()
