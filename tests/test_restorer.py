@@ -121,6 +121,16 @@ def test_untrained_small_model_is_the_identity():
     assert torch.allclose(r.restore(lq, r.tokens_from_features(features())), lq, atol=1e-6)
 
 
+def test_bf16_autocast_stays_close_to_fp32(small):
+    lq = torch.rand(1, 3, 48, 48, generator=torch.Generator().manual_seed(3))
+    tokens = small.tokens_from_features(features())
+    fp32 = small.restore(lq, tokens)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16 = small.restore(lq, tokens)
+    assert bf16.dtype == torch.float32 and bf16.shape == lq.shape
+    assert (bf16 - fp32).abs().mean() < 0.05 * (fp32 - lq).abs().mean()
+
+
 def test_tokens_change_the_output_and_none_is_the_no_token_ablation(small):
     lq = torch.rand(1, 3, 32, 32)
     a = small.restore(lq, small.tokens_from_features(features(seed=1)))

@@ -264,7 +264,7 @@ class OneStepRestorer(nn.Module):
         *,
         negative_only: bool = False,
     ) -> torch.Tensor:
-        """LQ latent ``(B, c, h, w)`` -> x0 latent, with CFG (positive and negative as one batch of 2B)."""
+        """LQ latent ``(B, c, h, w)`` -> float32 x0 latent, with CFG (positive and negative as one batch of 2B)."""
         b = z.shape[0]
         s = self.cfg_scale if cfg_scale is None else float(cfg_scale)
         if not s > 0:
@@ -277,18 +277,17 @@ class OneStepRestorer(nn.Module):
             context = torch.cat([self.build_context(tokens, b, 0), self.build_context(tokens, b, 1)])  # 2b, L, d
             pos, neg = self.unet_output(torch.cat([z, z]), context).chunk(2)
             out = neg + s * (pos - neg)
-        return self.x0_from_output(z.to(out.dtype), out)
+        return self.x0_from_output(z.float(), out.float())  # float32: keeps the LQ (identity) path exact
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Images ``[-1, 1]`` (sides multiples of :attr:`multiple`) -> latents."""
-        dtype = next(self.codec.parameters()).dtype if isinstance(self.codec, VAECodec) else self.dtype
-        return self.codec.encode(x.to(dtype))
+        """Images ``[-1, 1]`` (sides multiples of :attr:`multiple`) -> latents (the lossless codec keeps ``x``'s dtype)."""
+        if isinstance(self.codec, VAECodec):
+            x = x.to(next(self.codec.parameters()).dtype)
+        return self.codec.encode(x)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Latents -> images in ``[-1, 1]`` (not clamped)."""
-        if isinstance(self.codec, VAECodec):
-            z = z.to(next(self.codec.parameters()).dtype)
-        return self.codec.decode(z)
+        return self.codec.decode(z.to(next(self.codec.parameters()).dtype) if isinstance(self.codec, VAECodec) else z)
 
     def _check_images(self, lq: torch.Tensor) -> None:
         if not isinstance(lq, torch.Tensor) or lq.ndim != 4 or lq.shape[1] != 3:
