@@ -363,7 +363,7 @@ def test_adapter_holds_only_the_trained_parts(sd_like, tmp_path):
     assert groups == {"mapnet", "unet_lora", "vae_lora", "unet"}
     assert {k for k in keys if k.startswith("unet.")} == {"unet.conv_in.weight", "unet.conv_in.bias"}
     spec = json.loads(meta["spec"])
-    assert spec["unet_lora"]["rank"] == 32 and spec["vae_lora"]["rank"] == 16
+    assert spec["unet_lora"]["rank"] == 32 and spec["vae_lora"]["rank"] == 16 and spec["unet_lora"]["alpha"] == 8
     assert spec["token_dim"] == TOKEN_DIM and spec["prediction_type"] == "epsilon"
 
 
