@@ -30,6 +30,7 @@ CHROMIUM_FLAGS = (
 _LOAD_SCRIPT = """
 const done = arguments[arguments.length - 1];
 const workflow = arguments[0];
+const fit = arguments[1];
 (async () => {
   const known = Object.keys(LiteGraph.registered_node_types);
   const missingBefore = [...new Set(workflow.nodes.map(n => n.type).filter(t => !(t in LiteGraph.registered_node_types)))];
@@ -49,6 +50,18 @@ const workflow = arguments[0];
   const nodes = app.graph._nodes.map(n => ({id: n.id, type: n.type, title: n.title, has_errors: !!n.has_errors}));
   let apiPrompt = null, promptError = null;
   try { apiPrompt = (await app.graphToPrompt()).output; } catch (e) { promptError = String(e); }
+  if (fit && app.graph._nodes.length) {
+    // zoom and pan so the whole graph is in view (LiteGraph: screen = (pos + offset) * scale)
+    const b = [Infinity, Infinity, -Infinity, -Infinity];
+    for (const n of app.graph._nodes) {
+      b[0] = Math.min(b[0], n.pos[0]); b[1] = Math.min(b[1], n.pos[1] - LiteGraph.NODE_TITLE_HEIGHT);
+      b[2] = Math.max(b[2], n.pos[0] + n.size[0]); b[3] = Math.max(b[3], n.pos[1] + n.size[1]);
+    }
+    const canvas = app.canvas.canvas, margin = 30;
+    const scale = Math.min(1, (canvas.width - 2 * margin) / (b[2] - b[0]), (canvas.height - 2 * margin) / (b[3] - b[1]));
+    app.canvas.ds.scale = scale;
+    app.canvas.ds.offset = [margin / scale - b[0], margin / scale - b[1]];
+  }
   app.graph.setDirtyCanvas(true, true);
   await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
   return {known, missingBefore, dialogMissing, dialogText, nodes, links: Object.keys(app.graph.links || {}).length,
@@ -184,9 +197,10 @@ class ComfyWebUI:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def load(self, workflow: dict, screenshot_path: str | Path) -> UIReport:
+    def load(self, workflow: dict, screenshot_path: str | Path, *, fit: bool = False) -> UIReport:
         """Load ``workflow`` (UI format: ``nodes``, ``links``...) into the page (replacing the current
-        graph), save a PNG screenshot to ``screenshot_path`` and report what the UI saw.
+        graph), save a PNG screenshot to ``screenshot_path`` and report what the UI saw. ``fit``: zoom
+        and pan so the whole graph is in the screenshot (never zooms in beyond 1:1).
 
         Raises:
             ValueError: ``workflow`` is not UI format.
@@ -204,7 +218,7 @@ class ComfyWebUI:
         screenshot_path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._driver.execute_script("app.ui.dialog.close()")  # a dialog left by a previous load
-            result = self._driver.execute_async_script(_LOAD_SCRIPT, json.loads(json.dumps(workflow)))
+            result = self._driver.execute_async_script(_LOAD_SCRIPT, json.loads(json.dumps(workflow)), bool(fit))
             if not isinstance(result, dict) or "scriptError" in result:
                 raise WebUIError(f"loading the workflow failed in the page: {result}; console: {_console(self._driver)}")
             if not self._driver.save_screenshot(str(screenshot_path)):

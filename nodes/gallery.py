@@ -1,0 +1,168 @@
+"""Face2Scene Load Gallery / Save Gallery: a folder of photos in, restored photos out under their own names."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from ..face2scene_core.errors import InputImageError
+from .images import to_arrays, to_image
+from .types import CATEGORY
+
+log = logging.getLogger(__name__)
+
+LOAD_MODES = ("one by one", "batch", "batch (pad to largest)")
+FORMATS = ("png", "jpg", "webp")
+
+
+def _comfy_dir(kind: str) -> Path | None:
+    try:
+        import folder_paths
+    except ImportError:
+        return None
+    return Path(folder_paths.get_input_directory() if kind == "input" else folder_paths.get_output_directory())
+
+
+def resolve_folder(folder: str, kind: str) -> Path:
+    """An absolute folder as given, or a relative one under ComfyUI's input (``kind="input"``) or output folder."""
+    if not isinstance(folder, str) or not folder.strip():
+        raise ValueError(f"folder must be a non-empty path, got {folder!r}")
+    path = Path(folder.strip()).expanduser()
+    base = _comfy_dir(kind)
+    return path if path.is_absolute() or base is None else base / path
+
+
+def load_gallery(folder: Path, limit: int = 0) -> tuple[list[np.ndarray], list[str]]:
+    """Every image directly in ``folder`` (sorted by name; ``limit`` > 0 keeps the first ``limit``)."""
+    from ..face2scene_core.imageio import list_images, load_image
+
+    if not folder.is_dir():
+        raise InputImageError(f"gallery folder '{folder}' does not exist. Give an absolute path, or a folder inside "
+                              f"ComfyUI's input folder ({_comfy_dir('input')}).")
+    files = list_images(folder)
+    if limit > 0:
+        files = files[:limit]
+    if not files:
+        raise InputImageError(f"no images (.png, .jpg, .webp...) in gallery folder '{folder}'.")
+    return [load_image(f) for f in files], [f.name for f in files]
+
+
+def pad_to_largest(images: list[np.ndarray]) -> list[np.ndarray]:
+    """Pad every image (bottom/right, black) to the largest height and width."""
+    h, w = max(i.shape[0] for i in images), max(i.shape[1] for i in images)
+    return [np.pad(i, ((0, h - i.shape[0]), (0, w - i.shape[1]), (0, 0))) for i in images]
+
+
+def gallery_outputs(images: list[np.ndarray], names: list[str], mode: str):
+    """``(IMAGE list, names list)`` as the node returns them (both lists: OUTPUT_IS_LIST)."""
+    if mode not in LOAD_MODES:
+        raise ValueError(f"mode must be one of {LOAD_MODES}, got {mode!r}")
+    if mode == "one by one":
+        return [to_image([i]) for i in images], names
+    sizes = sorted({f"{i.shape[1]}x{i.shape[0]}" for i in images})
+    if mode == "batch" and len(sizes) > 1:
+        listing = ", ".join(f"{n} {i.shape[1]}x{i.shape[0]}" for n, i in zip(names, images))
+        raise InputImageError(f"An IMAGE batch needs images of one size, but the gallery has {len(sizes)} sizes "
+                              f"({listing}). Use mode 'one by one' (each photo restored at its own size), or "
+                              "'batch (pad to largest)' for reference photos.")
+    if mode == "batch (pad to largest)":
+        images = pad_to_largest(images)
+    return [to_image(images)], ["\n".join(names)]
+
+
+def _stem(name: str) -> str:
+    stem = Path(name.replace("\\", "/")).stem.strip()
+    stem = re.sub(r"[^\w.\- ]+", "_", stem)
+    return stem.lstrip(".") or "image"
+
+
+def save_gallery(arrays: list[np.ndarray], names: list[str], folder: Path, fmt: str = "png") -> list[Path]:
+    """Save each image as ``<folder>/<original stem>.<fmt>``; an existing file is never overwritten
+    (``name_1.png``, ``name_2.png``... instead). Writes are atomic."""
+    from ..face2scene_core.imageio import safe_output_path, save_image
+
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+    if len(names) != len(arrays):
+        raise ValueError(f"got {len(names)} name(s) for {len(arrays)} image(s); connect the names output of the "
+                         "Face2Scene Load Gallery node that loaded these images")
+    folder.mkdir(parents=True, exist_ok=True)
+    return [save_image(safe_output_path(folder / f"{_stem(n)}.{fmt}"), a) for a, n in zip(arrays, names)]
+
+
+class Face2SceneLoadGallery:
+    DESCRIPTION = ("Loads every image of a folder, with its file name. 'one by one': each photo goes through the "
+                   "graph on its own, at its own size. 'batch': one IMAGE batch (all photos the same size). "
+                   "'batch (pad to largest)': for reference photos of different sizes.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("IMAGE", "STRING", "INT")
+    RETURN_NAMES = ("images", "names", "count")
+    OUTPUT_IS_LIST = (True, True, False)
+    OUTPUT_TOOLTIPS = ("The photos (a list one by one, or one batch).", "Their file names (one per line in a batch).",
+                       "How many photos were loaded.")
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "folder": ("STRING", {"default": "gallery", "tooltip": "Absolute path, or a folder inside ComfyUI's "
+                       "input folder."}),
+            "mode": (list(LOAD_MODES), {"default": "one by one"}),
+            "limit": ("INT", {"default": 0, "min": 0, "max": 100000, "tooltip": "Load at most this many (0 = all)."}),
+        }}
+
+    @classmethod
+    def IS_CHANGED(cls, folder, mode, limit):
+        # re-run when the folder's content changes (names, sizes, times), not only when the inputs do
+        path = resolve_folder(folder, "input")
+        if not path.is_dir():
+            return "missing"
+        return str(sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in path.iterdir() if f.is_file()))
+
+    def load(self, folder, mode, limit):
+        images, names = load_gallery(resolve_folder(folder, "input"), limit)
+        out_images, out_names = gallery_outputs(images, names, mode)
+        return (out_images, out_names, len(images))
+
+
+class Face2SceneSaveGallery:
+    DESCRIPTION = ("Saves restored photos under their original names (from Face2Scene Load Gallery) into a folder, "
+                   "never overwriting a file: an existing name gets _1, _2...")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("STRING",)
+    RETURN_NAMES = ("paths",)
+    OUTPUT_TOOLTIPS = ("The files written, one per line.",)
+    OUTPUT_NODE = True
+    FUNCTION = "save"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "images": ("IMAGE", {"tooltip": "Restored photos."}),
+                "output_folder": ("STRING", {"default": "face2scene", "tooltip": "Absolute path, or a folder inside "
+                                  "ComfyUI's output folder."}),
+                "format": (list(FORMATS), {"default": "png", "tooltip": "png is lossless."}),
+            },
+            "optional": {"names": ("STRING", {"forceInput": True, "tooltip": "Original file names (one per line); "
+                                              "without them the files are named restored_0, restored_1..."})},
+        }
+
+    def save(self, images, output_folder, format, names=None):
+        arrays = to_arrays(images)
+        names = names.splitlines() if names else [f"restored_{i}" for i in range(len(arrays))]
+        paths = save_gallery(arrays, names, resolve_folder(output_folder, "output"), format)
+        out_dir = _comfy_dir("output")
+        ui = [{"filename": p.name, "subfolder": os.path.relpath(p.parent, out_dir), "type": "output"}
+              for p in paths if out_dir is not None and p.resolve().is_relative_to(out_dir.resolve())]
+        for item in ui:
+            item["subfolder"] = "" if item["subfolder"] == "." else item["subfolder"]
+        return {"ui": {"images": ui}, "result": ("\n".join(str(p) for p in paths),)}
+
+
+__all__ = ["FORMATS", "LOAD_MODES", "Face2SceneLoadGallery", "Face2SceneSaveGallery", "gallery_outputs",
+           "load_gallery", "pad_to_largest", "resolve_folder", "save_gallery"]

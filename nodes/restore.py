@@ -1,0 +1,181 @@
+"""Face2Scene One-Step Restore (the whole photo, conditioned on degradation tokens) and Restore (All-in-One)."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from .degradation import degradation_tokens, extract_degradation
+from .faces import detect_faces, make_detector, make_embedder
+from .images import from_chw, to_arrays, to_chw, to_image
+from .reffr import faces_image, restore_faces
+from .types import CATEGORY, FACES, MODEL, TOKENS, Faces, Tokens
+
+COLOR_FIXES = ("wavelet", "adain", "none")
+CFG_DEFAULT, CFG_MIN, CFG_MAX = 1.07, 1.0, 1.2
+REFFR_CHOICES = ("embedded", "model file")
+
+
+def restore_images(model, image: torch.Tensor, tokens: Tokens | None = None, *, cfg_scale: float = CFG_DEFAULT,
+                   tile_size: int = 0, tile_overlap: int = 64, color_fix: str = "wavelet",
+                   paste: tuple[Faces, list] | None = None) -> torch.Tensor:
+    """The one-step restorer on every image of an IMAGE batch, with a ComfyUI progress bar.
+
+    Args:
+        model: ``Face2SceneModel``.
+        image: IMAGE ``[B, H, W, 3]`` in ``[0, 1]``.
+        tokens: degradation tokens (one entry per image, or one for all); ``None`` = no tokens (ablation).
+        cfg_scale: guidance between the positive and negative prompt, ``[1.0, 1.2]`` (1.07, S3Diff's value).
+        tile_size: ``0`` = whole image; else the side in pixels of the latent tiles (large images, GPU memory).
+        tile_overlap: overlap of the tiles in pixels (at most half a tile).
+        color_fix: ``"wavelet"``, ``"adain"`` or ``"none"`` (colour taken from the input).
+        paste: ``(faces, restored aligned faces)``: paste each Ref-FR face back with a feathered mask.
+
+    Returns:
+        IMAGE ``[B, H, W, 3]``, the input's size.
+    """
+    import comfy.utils
+
+    from ..face2scene_core.faces.align import paste_back
+
+    if not CFG_MIN <= cfg_scale <= CFG_MAX:
+        raise ValueError(f"cfg_scale must be in [{CFG_MIN}, {CFG_MAX}], got {cfg_scale}")
+    if color_fix not in COLOR_FIXES:
+        raise ValueError(f"color_fix must be one of {COLOR_FIXES}, got {color_fix!r}")
+    x = to_chw(image)
+    batch = x.shape[0]
+    per_image = tokens.for_batch(batch) if tokens is not None else [None] * batch
+    if paste is not None:
+        faces, hq = paste
+        if len(faces) != batch or any(e.photo.shape[:2] != tuple(x.shape[-2:]) for e in faces.entries):
+            raise ValueError(f"paste_face: the faces were detected on {len(faces)} photo(s) of another size than "
+                             f"this {batch}-image batch; connect the faces made from this image")
+    restorer = model.restorer()
+    bar = comfy.utils.ProgressBar(batch)
+    out = []
+    for i in range(batch):
+        t = per_image[i]
+        y = restorer.restore(x[i:i + 1].to(model.device), None if t is None else t.to(model.device),
+                             cfg_scale=cfg_scale, tile_size=tile_size or None,
+                             tile_overlap=tile_overlap if tile_size else None,
+                             color_fix=None if color_fix == "none" else color_fix, progress=False)
+        y = from_chw(y)
+        if paste is not None and paste[1][i] is not None:
+            pasted = paste_back(to_arrays(y)[0], paste[1][i], paste[0].entries[i].aligned)
+            y = to_image([pasted])
+        out.append(y)
+        bar.update(1)
+    return torch.cat(out)
+
+
+class Face2SceneOneStepRestore:
+    DESCRIPTION = ("Restores the whole photo (face, body, background) in one diffusion step, conditioned on the "
+                   "degradation tokens read from the face. Without tokens it is the paper's no-token ablation. "
+                   "Works on IMAGE batches.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("image",)
+    OUTPUT_TOOLTIPS = ("Restored photo(s), same size as the input.",)
+    FUNCTION = "restore"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": (MODEL, {"tooltip": "From Face2Scene Model Loader."}),
+                "image": ("IMAGE", {"tooltip": "The degraded photo(s)."}),
+                "cfg_scale": ("FLOAT", {"default": CFG_DEFAULT, "min": CFG_MIN, "max": CFG_MAX, "step": 0.01,
+                              "tooltip": "Guidance away from the negative prompt (blur, low quality...). 1.0 = off."}),
+                "tile_size": ("INT", {"default": 0, "min": 0, "max": 8192, "step": 64, "tooltip": "0: the whole image "
+                              "at once. Otherwise tiles of this many pixels, blended (large photos, less memory)."}),
+                "tile_overlap": ("INT", {"default": 64, "min": 0, "max": 4096, "step": 8,
+                                 "tooltip": "Overlap of neighbouring tiles in pixels (at most half a tile)."}),
+                "color_fix": (list(COLOR_FIXES), {"default": "wavelet", "tooltip": "Take the colours from the "
+                              "input (wavelet: low frequencies; adain: channel mean/std) to avoid colour shifts."}),
+                "paste_face": ("BOOLEAN", {"default": False, "tooltip": "Paste the Ref-FR face back over the "
+                               "restored photo (needs faces and restored_faces)."}),
+            },
+            "optional": {
+                "tokens": (TOKENS, {"tooltip": "Degradation tokens; leave empty to restore without them."}),
+                "faces": (FACES, {"tooltip": "For paste_face: the faces detected on this image."}),
+                "restored_faces": ("IMAGE", {"tooltip": "For paste_face: the Ref-FR faces."}),
+            },
+        }
+
+    def restore(self, model, image, cfg_scale, tile_size, tile_overlap, color_fix, paste_face, tokens=None,
+                faces=None, restored_faces=None):
+        paste = None
+        if paste_face:
+            if faces is None or restored_faces is None:
+                raise ValueError("paste_face needs the faces and restored_faces inputs connected")
+            hq = to_arrays(restored_faces, "restored_faces")
+            paste = (faces, [h if e.has_face else None for h, e in zip(hq, faces.entries)])
+        return (restore_images(model, image, tokens, cfg_scale=cfg_scale, tile_size=tile_size,
+                               tile_overlap=tile_overlap, color_fix=color_fix, paste=paste),)
+
+
+def report(faces: Faces, model) -> str:
+    """JSON report of what the all-in-one node did, per image."""
+    items = []
+    for n, e in enumerate(faces.entries):
+        items.append({"image": n, "size": [int(e.photo.shape[1]), int(e.photo.shape[0])], "faces": len(e.faces),
+                      "face_used": e.chosen, "reason": e.reason, "identity_scores": e.identity_scores,
+                      "degradation_tokens": e.has_face})
+    return json.dumps({"model": repr(model), "references": len(faces.references), "images": items}, indent=1)
+
+
+class Face2SceneRestore:
+    DESCRIPTION = ("The whole Face2Scene pipeline in one node: detect and align the face, restore it with Ref-FR, "
+                   "read the degradation with FaDeX, make the tokens with MapNet and restore the whole photo.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("IMAGE", "IMAGE", "STRING")
+    RETURN_NAMES = ("image", "restored_faces", "report")
+    OUTPUT_TOOLTIPS = ("Restored photo(s), same size as the input.", "The Ref-FR faces (aligned, 512x512).",
+                       "JSON: faces found, face used and why, identity scores.")
+    FUNCTION = "restore"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        from .faces import Face2SceneDetectFaces
+        from .reffr import Face2SceneRefFR
+
+        detect = Face2SceneDetectFaces.INPUT_TYPES()["required"]
+        stages = Face2SceneOneStepRestore.INPUT_TYPES()["required"]
+        reffr = Face2SceneRefFR.INPUT_TYPES()["required"]
+        return {
+            "required": {
+                "model": stages["model"], "image": stages["image"],
+                **{k: detect[k] for k in ("face", "index", "detector", "min_face_size", "if_no_face")},
+                "reffr": (list(REFFR_CHOICES), {"default": "embedded", "tooltip": "Face restorer: the embedded "
+                          "Ref-FR (uses the references) or face_model below."}),
+                "face_model": reffr["face_model"],
+                **{k: stages[k] for k in ("cfg_scale", "tile_size", "tile_overlap", "color_fix", "paste_face")},
+            },
+            "optional": {"references": ("IMAGE", {"tooltip": "Clean photos of the same person (a batch)."})},
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, face_model):
+        return True if isinstance(face_model, str) else f"face_model must be a file name, got {face_model!r}"
+
+    def restore(self, model, image, face, index, detector, min_face_size, if_no_face, reffr, face_model, cfg_scale,
+                tile_size, tile_overlap, color_fix, paste_face, references=None):
+        from . import folders
+
+        refs = to_arrays(references, "references") if references is not None else []
+        found = detect_faces(to_arrays(image), refs, face=face, index=index, min_face_size=min_face_size,
+                             if_no_face=if_no_face, detector=model.helper(("detector", detector),
+                             lambda: make_detector(detector)), embedder=model.helper("embedder", make_embedder)
+                             if refs else None, detector_name=detector)
+        path = folders.resolve_model_file(folders.FACERESTORE_FOLDER, face_model, "face-restoration model") \
+            if reffr == "model file" else None
+        hq = restore_faces(found, reffr, path)
+        tokens = degradation_tokens(model, extract_degradation(model, found, hq))
+        restored = restore_images(model, image, tokens, cfg_scale=cfg_scale, tile_size=tile_size,
+                                  tile_overlap=tile_overlap, color_fix=color_fix,
+                                  paste=(found, hq) if paste_face else None)
+        return (restored, faces_image(found, hq), report(found, model))
+
+
+__all__ = ["COLOR_FIXES", "Face2SceneOneStepRestore", "Face2SceneRestore", "report", "restore_images"]
