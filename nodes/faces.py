@@ -77,9 +77,17 @@ def _choose(photo, faces, usable, mode, index, embedder, ref_emb) -> tuple[int, 
     return best, reason, None
 
 
+def prepare_references(references: list[np.ndarray], detector, embedder) -> tuple[list[np.ndarray], np.ndarray]:
+    """Aligned reference faces ``uint8 (512, 512, 3)`` and their identity embeddings ``(N, D)``."""
+    from ..face2scene_core.faces.select import prepare_references as prepare
+
+    aligned, emb = prepare(references, detector, embedder, size=ALIGN_SIZE)
+    return [a.image for a in aligned], emb
+
+
 def detect_faces(photos: list[np.ndarray], references: list[np.ndarray], *, face: str = "match references",
                  index: int = 0, min_face_size: int = 32, if_no_face: str = "error", detector=None,
-                 embedder=None, detector_name: str = "retinaface") -> Faces:
+                 embedder=None, detector_name: str = "retinaface", prepared=None) -> Faces:
     """Detect, choose and align one face per photo (Stage I), and align the references.
 
     Args:
@@ -91,12 +99,12 @@ def detect_faces(photos: list[np.ndarray], references: list[np.ndarray], *, face
         min_face_size: smallest usable face, as the side of its native-scale crop in photo pixels (>= 32).
         if_no_face: ``"error"`` or ``"restore without tokens"`` (the entry stays empty).
         detector, embedder: core detector / identity embedder (built when ``None``).
+        prepared: ``prepare_references(references, ...)`` computed before (reused across photos).
 
     Raises:
         NoFaceError / FaceTooSmallError / ReferenceImageError: with the image number and what to do.
     """
     from ..face2scene_core.faces.align import align_face
-    from ..face2scene_core.faces.select import prepare_references
 
     if face not in FACE_CHOICES or if_no_face not in NO_FACE_CHOICES:
         raise ValueError(f"face must be one of {FACE_CHOICES} and if_no_face one of {NO_FACE_CHOICES}, "
@@ -107,8 +115,7 @@ def detect_faces(photos: list[np.ndarray], references: list[np.ndarray], *, face
     ref_aligned, ref_emb = [], None
     if references:
         embedder = embedder or make_embedder()
-        aligned_refs, ref_emb = prepare_references(references, detector, embedder, size=ALIGN_SIZE)
-        ref_aligned = [a.image for a in aligned_refs]
+        ref_aligned, ref_emb = prepared or prepare_references(references, detector, embedder)
     entries = []
     for n, photo in enumerate(photos):
         where = f"image {n + 1} of {len(photos)} ({photo.shape[1]}x{photo.shape[0]})"
@@ -186,4 +193,4 @@ class Face2SceneDetectFaces:
 
 
 __all__ = ["DETECTORS", "FACE_CHOICES", "NO_FACE_CHOICES", "Face2SceneDetectFaces", "detect_faces", "face_outputs",
-           "make_detector", "make_embedder", "native_side"]
+           "make_detector", "make_embedder", "native_side", "prepare_references"]

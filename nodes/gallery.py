@@ -111,7 +111,8 @@ class Face2SceneLoadGallery:
         return {"required": {
             "folder": ("STRING", {"default": "gallery", "tooltip": "Absolute path, or a folder inside ComfyUI's "
                        "input folder."}),
-            "mode": (list(LOAD_MODES), {"default": "one by one"}),
+            "mode": (list(LOAD_MODES), {"default": "one by one", "tooltip": "one by one: each photo at its own "
+                     "size. batch: one IMAGE batch (same sizes). batch (pad to largest): for references."}),
             "limit": ("INT", {"default": 0, "min": 0, "max": 100000, "tooltip": "Load at most this many (0 = all)."}),
         }}
 

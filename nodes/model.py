@@ -138,6 +138,15 @@ class Face2SceneModel:
             self._helpers[key] = factory()
         return self._helpers[key]
 
+    def latest(self, slot: str, key: Any, factory: Callable[[], Any]) -> Any:
+        """The value last built for ``slot`` if it was built for ``key``, else ``factory()`` (which replaces
+        it): e.g. the prepared references, the same for every photo of a gallery."""
+        old = self._helpers.get(("latest", slot))
+        if old is None or old[0] != key:
+            old = (key, factory())
+            self._helpers[("latest", slot)] = old
+        return old[1]
+
     def __repr__(self) -> str:
         dtype = str(self.dtype).replace("torch.", "")
         return f"Face2SceneModel(backend={self.backend!r}, dtype={dtype}, sources={self.sources})"

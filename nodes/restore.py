@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import torch
 
 from .degradation import degradation_tokens, extract_degradation
-from .faces import detect_faces, make_detector, make_embedder
+from .faces import detect_faces, make_detector, make_embedder, prepare_references
 from .images import from_chw, to_arrays, to_chw, to_image
 from .reffr import faces_image, restore_faces
 from .types import CATEGORY, FACES, MODEL, TOKENS, Faces, Tokens
@@ -164,10 +165,14 @@ class Face2SceneRestore:
         from . import folders
 
         refs = to_arrays(references, "references") if references is not None else []
+        det = model.helper(("detector", detector), lambda: make_detector(detector))
+        emb = model.helper("embedder", make_embedder) if refs else None
+        # a gallery runs this node once per photo with the same references: prepare them once
+        key = (detector, hashlib.sha1(b"".join(r.tobytes() for r in refs)).hexdigest(), len(refs))
+        prepared = model.latest("references", key, lambda: prepare_references(refs, det, emb)) if refs else None
         found = detect_faces(to_arrays(image), refs, face=face, index=index, min_face_size=min_face_size,
-                             if_no_face=if_no_face, detector=model.helper(("detector", detector),
-                             lambda: make_detector(detector)), embedder=model.helper("embedder", make_embedder)
-                             if refs else None, detector_name=detector)
+                             if_no_face=if_no_face, detector=det, embedder=emb, detector_name=detector,
+                             prepared=prepared)
         path = folders.resolve_model_file(folders.FACERESTORE_FOLDER, face_model, "face-restoration model") \
             if reffr == "model file" else None
         hq = restore_faces(found, reffr, path)
