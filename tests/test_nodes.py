@@ -352,3 +352,19 @@ def test_sd_turbo_backend_runs_on_a_tiny_sd_like_checkpoint(comfy_runtime, pack,
         tile_overlap=64, color_fix="none", paste_face=False)
     assert tuple(out.shape) == tuple(image.shape) and float((out - image).abs().mean()) > 1e-3
     assert json.loads(report)["images"][0]["degradation_tokens"] is True
+
+
+def test_all_in_one_node_matches_the_python_pipeline(comfy_runtime, model):
+    """The node graph and ``Face2ScenePipeline`` (the CLI's path) restore a photo the same way."""
+    pipeline = importlib.import_module("face2scene.face2scene_core.pipeline")
+    old, ref = photo(pf.OLD_PHOTO), photo(pf.PORTRAIT_REF)
+    out, faces_img, _ = comfy_runtime.call_node(
+        "Face2SceneRestore", model=model, image=image_of(old), references=image_of(ref), face="match references",
+        index=0, detector="retinaface", min_face_size=32, if_no_face="error", reffr="embedded", face_model="(none)",
+        cfg_scale=1.07, tile_size=0, tile_overlap=64, color_fix="wavelet", paste_face=False)
+    pipe = pipeline.Face2ScenePipeline(fadex=model.fadex(), restorer=model.restorer(), device=model.device)
+    with torch.inference_mode():
+        expected = pipe(old, [ref], face="reference", cfg_scale=1.07, color_fix="wavelet")
+    node = (out[0].numpy() * 255.0 + 0.5).astype(np.uint8)
+    assert np.abs(node.astype(np.int16) - expected.image.astype(np.int16)).max() <= 1
+    assert np.abs((faces_img[0].numpy() * 255.0 + 0.5).astype(np.int16) - expected.hq_face).max() <= 1
