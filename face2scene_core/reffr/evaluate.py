@@ -220,6 +220,7 @@ def evaluate_reffr(
     gt_per_identity: int = 2,
     max_refs: int = 3,
     examples_dir: str | os.PathLike | None = None,
+    max_examples: int = 24,
     progress: bool = True,
 ) -> dict:
     """Degrade, restore and measure every (GT face, operator) case.
@@ -231,7 +232,8 @@ def evaluate_reffr(
         embedder: identity embedder (default dlib); must be the one that embedded ``identities``.
         gt_per_identity: photos of each identity used in turn as GT (the first ones); the others are references.
         max_refs: at most this many references per case (the first other photos).
-        examples_dir: if set, writes ``<identity>_<gt>_<op>.png`` strips (LQ | HQ | GT) there.
+        examples_dir: if set, writes ``<identity>_<gt>_<op>.png`` strips (LQ | HQ | GT) there, for at most
+            ``max_examples`` cases spread evenly over the run.
         progress: show a tqdm bar.
 
     Returns:
@@ -258,8 +260,9 @@ def evaluate_reffr(
             for op_name in degrade_ops:
                 jobs.append((ident, items[g], refs, op_name))
 
+    every = max(1, math.ceil(len(jobs) / max_examples)) if max_examples > 0 else 0
     records = []
-    for ident, gt, refs, op_name in tqdm(jobs, desc=f"evaluating {reffr.name}", disable=not progress):
+    for n, (ident, gt, refs, op_name) in enumerate(tqdm(jobs, desc=f"evaluating {reffr.name}", disable=not progress)):
         lq = degrade_image(gt.image, degrade_ops[op_name])
         t0 = time.perf_counter()
         hq = reffr.restore(lq, [r.image for r in refs])
@@ -278,7 +281,7 @@ def evaluate_reffr(
             "seconds": seconds,
         }
         records.append(rec)
-        if examples_dir is not None:
+        if examples_dir is not None and every and n % every == 0:
             stem = f"{ident.replace(':', '_')}_{Path(gt.path).stem}_{op_name}.png"
             save_image(Path(examples_dir) / stem, np.concatenate([lq, hq, gt.image], axis=1))
     per_op = {op: summarise([r for r in records if r["op"] == op]) for op in degrade_ops}
@@ -326,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--gt-per-identity", type=int, default=2, help="photos per identity used as GT in turn (default %(default)s)")
     ap.add_argument("--max-refs", type=int, default=3, help="references per case (default %(default)s)")
     ap.add_argument("--no-refs-baseline", action="store_true", help="also run the restorer without references")
-    ap.add_argument("--examples", action="store_true", help="save LQ|HQ|GT strips under OUT/examples")
+    ap.add_argument("--examples", type=int, default=0, metavar="N", help="save N LQ|HQ|GT strips under OUT/examples (default 0)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -337,7 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     reffr = ReferenceTransferRefFR()
     report = evaluate_reffr(
         reffr, ids, ops, gt_per_identity=args.gt_per_identity, max_refs=args.max_refs,
-        examples_dir=out / "examples" if args.examples else None,
+        examples_dir=out / "examples" if args.examples > 0 else None, max_examples=args.examples,
     )
     reports = {"with_references": report}
     if args.no_refs_baseline:
