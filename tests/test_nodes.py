@@ -345,7 +345,7 @@ def test_sd_turbo_backend_runs_on_a_tiny_sd_like_checkpoint(comfy_runtime, pack,
     with pytest.raises(pack.errors.ArchitectureMismatchError, match="trained for SD-Turbo"):
         comfy_runtime.call_node("Face2SceneModelLoader", backend="embedded", dtype="auto", sd_turbo_checkpoint="(none)",
                                 adapter="tiny_sd_turbo_adapter.safetensors")
-    image = image_of(photo(pf.OLD_PHOTO))
+    image = image_of(photo(pf.OLD_PHOTO)[20:148, 41:169])  # 128 px around the face: the tiny UNet attends at full res
     out, faces_out, report = comfy_runtime.call_node(
         "Face2SceneRestore", model=model, image=image, face="largest", index=0, detector="retinaface",
         min_face_size=32, if_no_face="error", reffr="embedded", face_model="(none)", cfg_scale=1.07, tile_size=0,
@@ -368,3 +368,18 @@ def test_all_in_one_node_matches_the_python_pipeline(comfy_runtime, model):
     node = (out[0].numpy() * 255.0 + 0.5).astype(np.uint8)
     assert np.abs(node.astype(np.int16) - expected.image.astype(np.int16)).max() <= 1
     assert np.abs((faces_img[0].numpy() * 255.0 + 0.5).astype(np.int16) - expected.hq_face).max() <= 1
+
+
+def test_bf16_weights_restore_like_fp32(comfy_runtime, model):
+    (half,) = comfy_runtime.call_node("Face2SceneModelLoader", backend="embedded", sd_turbo_checkpoint="(none)",
+                                      adapter="(embedded)", dtype="bf16")
+    assert half.dtype == torch.bfloat16
+    assert {p.dtype for p in half.restorer_patcher.model.parameters()} == {torch.bfloat16}
+    image = image_of(photo(pf.OLD_PHOTO)[20:148, 41:169])
+    args = dict(image=image, face="largest", index=0, detector="retinaface", min_face_size=32, if_no_face="error",
+                reffr="embedded", face_model="(none)", cfg_scale=1.07, tile_size=0, tile_overlap=64, color_fix="none",
+                paste_face=False)
+    out16 = comfy_runtime.call_node("Face2SceneRestore", model=half, **args)[0]
+    out32 = comfy_runtime.call_node("Face2SceneRestore", model=model, **args)[0]
+    assert out16.dtype == torch.float32 and torch.isfinite(out16).all()
+    assert float((out16 - out32).abs().mean()) < 0.02

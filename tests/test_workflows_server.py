@@ -71,10 +71,13 @@ def test_server_runs_workflow_and_serves_its_images(server, name):
     for node_id, kind in check.images.items():
         images = run.images(node_id)
         if kind == "gallery":
-            assert [i["filename"] for i in images] == ["00_04.png", "01_01.png", "02_Building.png"]
+            gallery = pf.gallery_photos()
+            assert [i["filename"] for i in images] == [name for name, _ in gallery]
             assert {i["subfolder"] for i in images} == {pf.GALLERY_FOLDER}
-            for image, rel in zip(images, pf.GALLERY, strict=True):
-                assert png(server.view(image)).shape == pf.load_rgb(pf.dataset(rel)).shape
+            for image, (_, original) in zip(images, gallery, strict=True):
+                out = png(server.view(image))
+                assert out.shape == original.shape
+                assert np.abs(out.astype(np.int16) - original.astype(np.int16)).mean() > 0.5
             continue
         (image,) = images
         out = png(server.view(image))

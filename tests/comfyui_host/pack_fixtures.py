@@ -36,6 +36,7 @@ OLD_PHOTO = "faces_real/codeformer/inputs/whole_imgs/04.jpg"   # 225x225, real d
 GROUP = "faces_real/codeformer/inputs/whole_imgs/01.jpg"       # 248x189, four people
 NO_FACE = "faces_real/ffdnet/testsets/RNI6/Building.png"       # 360x360 grey, no face
 GALLERY = (OLD_PHOTO, GROUP, NO_FACE)                          # three sizes, one without a face
+NO_FACE_CROP = (slice(100, 260), slice(100, 260))              # the gallery gets 160x160 of it (CPU time)
 
 # the names the workflows' LoadImage nodes get in the tests (node "10": photo, "11": reference)
 PHOTO_NAME, REFERENCE_NAME = "f2s_photo.png", "f2s_reference.jpg"
@@ -80,16 +81,27 @@ def missing_weights() -> str | None:
     return None
 
 
+def gallery_photos() -> list[tuple[str, np.ndarray]]:
+    """``(file name, uint8 (H, W, 3))`` of the gallery folder :func:`prepare_inputs` writes (PNG, sorted)."""
+    out = []
+    for i, rel in enumerate(GALLERY):
+        img = load_rgb(dataset(rel))
+        out.append((f"{i:02d}_{Path(rel).stem}.png", img[NO_FACE_CROP] if rel == NO_FACE else img))
+    return out
+
+
 def prepare_inputs(input_dir: Path) -> None:
     """Copy the test photos into a ComfyUI input folder: the portrait and its reference under the names the
     tests give the LoadImage nodes, and the gallery and reference folders of the gallery workflow."""
     input_dir.mkdir(parents=True, exist_ok=True)
     Image.fromarray(workflow_photo()).save(input_dir / PHOTO_NAME)
     shutil.copy(dataset(PORTRAIT_REF), input_dir / REFERENCE_NAME)
-    for folder, files in ((GALLERY_FOLDER, GALLERY), (REFERENCES_FOLDER, (PORTRAIT_REF, OLD_PHOTO))):
+    for folder in (GALLERY_FOLDER, REFERENCES_FOLDER):
         (input_dir / folder).mkdir(exist_ok=True)
-        for i, rel in enumerate(files):
-            shutil.copy(dataset(rel), input_dir / folder / f"{i:02d}_{Path(rel).name}")
+    for name, img in gallery_photos():
+        Image.fromarray(img).save(input_dir / GALLERY_FOLDER / name)
+    for i, rel in enumerate((PORTRAIT_REF, OLD_PHOTO)):
+        shutil.copy(dataset(rel), input_dir / REFERENCES_FOLDER / f"{i:02d}_{Path(rel).name}")
 
 
 def api_workflow(name: str, *, test_inputs: bool = True) -> dict:
@@ -178,9 +190,9 @@ CHECKS = {
 
 
 __all__ = [
-    "CHECKS", "DATASETS", "GALLERY", "GALLERY_FOLDER", "GROUP", "NO_FACE", "OLD_PHOTO", "PHOTO_NAME", "PHOTO_SIDE",
-    "PORTRAIT", "PORTRAIT_REF", "REFERENCES_FOLDER", "REFERENCE_NAME", "TINY_SD_ADAPTER", "TINY_SD_CHECKPOINT",
-    "WEIGHTS_ENV", "WORKFLOWS_DIR", "WORKFLOW_NAMES", "WorkflowCheck", "api_workflow", "build_tiny_sd_turbo",
-    "dataset", "load_rgb", "missing_weights", "prepare_inputs", "ui_workflow", "weights_dir", "workflow_photo",
-    "write_extra_model_paths", "write_sd15_header",
+    "CHECKS", "DATASETS", "GALLERY", "GALLERY_FOLDER", "GROUP", "NO_FACE", "NO_FACE_CROP", "OLD_PHOTO",
+    "PHOTO_NAME", "PHOTO_SIDE", "PORTRAIT", "PORTRAIT_REF", "REFERENCES_FOLDER", "REFERENCE_NAME",
+    "TINY_SD_ADAPTER", "TINY_SD_CHECKPOINT", "WEIGHTS_ENV", "WORKFLOWS_DIR", "WORKFLOW_NAMES", "WorkflowCheck",
+    "api_workflow", "build_tiny_sd_turbo", "dataset", "gallery_photos", "load_rgb", "missing_weights",
+    "prepare_inputs", "ui_workflow", "weights_dir", "workflow_photo", "write_extra_model_paths", "write_sd15_header",
 ]
