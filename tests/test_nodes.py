@@ -263,14 +263,18 @@ def test_one_step_restore_batch_progress_paste_and_errors(comfy_runtime, model, 
 def test_models_are_managed_by_comfyui(comfy_runtime, model):
     mm = comfy_runtime.model_management
     mm.unload_all_models()
-    comfy_runtime.call_node("Face2SceneOneStepRestore", model=model, image=image_of(photo(pf.OLD_PHOTO))[:, :64, :64],
-                            cfg_scale=1.0, tile_size=0, tile_overlap=0, color_fix="none", paste_face=False)
+    assert not any(lm.model in model.patchers for lm in mm.current_loaded_models)
+    comfy_runtime.call_node(
+        "Face2SceneRestore", model=model, image=image_of(photo(pf.OLD_PHOTO)[20:148, 41:169]), face="largest",
+        index=0, detector="retinaface", min_face_size=32, if_no_face="error", reffr="embedded", face_model="(none)",
+        cfg_scale=1.0, tile_size=0, tile_overlap=0, color_fix="none", paste_face=False)
     loaded = [lm.model for lm in mm.current_loaded_models]
-    assert any(p is model.restorer_patcher for p in loaded)
+    assert all(any(p is q for q in loaded) for p in model.patchers)  # FaDeX and the restorer
+    assert all(p.current_device == p.load_device for p in model.patchers)
     mm.unload_all_models()
     assert not any(lm.model in model.patchers for lm in mm.current_loaded_models)
-    offload = model.restorer_patcher.offload_device
-    assert all(p.device == offload for p in model.restorer_patcher.model.parameters())
+    for patcher in model.patchers:
+        assert all(p.device == patcher.offload_device for p in patcher.model.parameters())
 
 
 # ----------------------------------------------------------------------------------------- gallery
