@@ -18,6 +18,8 @@ FACE_CHOICES = ("match references", "largest", "index")
 DETECTORS = ("retinaface", "insightface")
 NO_FACE_CHOICES = ("error", "restore without tokens")
 ALIGN_SIZE = 512
+REFERENCES_TOOLTIP = ("Clean photos of the same person, as one IMAGE batch (photos of different sizes: Face2Scene "
+                      "Load Gallery in 'batch (pad to largest)' mode).")
 
 
 def make_detector(backend: str):
@@ -182,7 +184,7 @@ class Face2SceneDetectFaces:
                 "if_no_face": (list(NO_FACE_CHOICES), {"default": "error", "tooltip": "What to do with a photo "
                                "without a usable face: stop with an error, or restore it without degradation tokens."}),
             },
-            "optional": {"references": ("IMAGE", {"tooltip": "Clean photos of the same person (a batch)."})},
+            "optional": {"references": ("IMAGE", {"tooltip": REFERENCES_TOOLTIP})},
         }
 
     def detect(self, image, face, index, detector, min_face_size, if_no_face, references=None):
@@ -193,4 +195,4 @@ class Face2SceneDetectFaces:
 
 
 __all__ = ["DETECTORS", "FACE_CHOICES", "NO_FACE_CHOICES", "Face2SceneDetectFaces", "detect_faces", "face_outputs",
-           "make_detector", "make_embedder", "native_side", "prepare_references"]
+           "make_detector", "make_embedder", "native_side", "prepare_references", "REFERENCES_TOOLTIP"]

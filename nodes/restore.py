@@ -8,7 +8,7 @@ import json
 import torch
 
 from .degradation import degradation_tokens, extract_degradation
-from .faces import detect_faces, make_detector, make_embedder, prepare_references
+from .faces import REFERENCES_TOOLTIP, detect_faces, make_detector, make_embedder, prepare_references
 from .images import from_chw, to_arrays, to_chw, to_image
 from .reffr import faces_image, restore_faces
 from .types import CATEGORY, FACES, MODEL, TOKENS, Faces, Tokens
@@ -153,7 +153,7 @@ class Face2SceneRestore:
                 "face_model": reffr["face_model"],
                 **{k: stages[k] for k in ("cfg_scale", "tile_size", "tile_overlap", "color_fix", "paste_face")},
             },
-            "optional": {"references": ("IMAGE", {"tooltip": "Clean photos of the same person (a batch)."})},
+            "optional": {"references": ("IMAGE", {"tooltip": REFERENCES_TOOLTIP})},
         }
 
     @classmethod
