@@ -140,7 +140,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
 
 
 def _cmd_degrade(args: argparse.Namespace) -> int:
-    from .degradation.cli import degrade_paths
+    from .gallery import degrade_paths
 
     written = degrade_paths(Path(args.input), Path(args.output), seed=args.seed, preset=args.preset,
                             copies=args.copies, spatially_varying=args.spatially_varying)

@@ -97,9 +97,7 @@ def degrade_paths(input_path: Path, output: Path, *, seed: int = 0, preset: str 
 
     files, _ = _inputs(input_path)
     output.mkdir(parents=True, exist_ok=True)
-    cfg = DegradationConfig()
-    if spatially_varying:
-        cfg.spatially_varying_blur = True
+    cfg = DegradationConfig(spatial_blur_prob=1.0) if spatially_varying else DegradationConfig()
     deg = RealESRGANDegradation(cfg)
     rng = np.random.default_rng(seed)
     written = []

@@ -142,3 +142,11 @@ def test_cli_degrade_is_deterministic_and_records_parameters(tmp_path):
     meta = json.loads((tmp_path / "r1" / "a_deg00.json").read_text())
     assert meta["seed"] == 3 and "stage1" in meta["params"]
     assert (tmp_path / "r1" / "a_deg00.png").read_bytes() != (tmp_path / "r1" / "a_deg01.png").read_bytes()
+
+
+def test_cli_degrade_spatially_varying_records_it(tmp_path):
+    src = tmp_path / "in"
+    save_image(src / "a.png", _small(load_image(NO_FACE), 160))
+    assert main(["degrade", str(src), "-o", str(tmp_path / "o"), "--spatially-varying"]) == 0
+    meta = json.loads((tmp_path / "o" / "a_deg00.json").read_text())
+    assert meta["params"]["spatial_blur"]["sigma_corner"] > meta["params"]["spatial_blur"]["sigma_center"]
