@@ -78,7 +78,7 @@ def test_tokens_change_the_restoration(results):
     """The paper's ablation: the same photo restored with and without the degradation tokens differs."""
     with_tokens = pf.load_rgb(results["staged"].images("40")[0]).astype(np.int16)
     without = pf.load_rgb(results["no_tokens"].images("40")[0]).astype(np.int16)
-    assert np.abs(with_tokens - without).mean() > 0.05
+    assert np.abs(with_tokens - without).mean() > 0.5
 
 
 def test_face_preview_shows_the_chosen_face_and_its_restoration(results):
