@@ -9,7 +9,7 @@ restore (encode + unet + decode + colour fix), and total.
 
 Models:
     embedded  the CPU model shipped in ``face2scene_core/weights`` (FaDeX + small UNet, pixel-unshuffle latent)
-    tiny      a tiny SD-2.1-shaped UNet + VAE with random weights (cross-attention 1024, LoRA as SD-Turbo)
+    tiny      a tiny SD-2.1-shaped UNet + x8 VAE with random weights (cross-attention 1024, LoRA as SD-Turbo)
     sd21      the real SD 2.1-size UNet + VAE architecture with random weights (``--sd21``; slow, ~6 GB)
 """
 
@@ -63,7 +63,14 @@ def _build(model: str):
     fadex = FaDeX.from_pretrained(str(fadex_dir)) if (fadex_dir / "config.json").is_file() else FaDeX()
     mapnet = MapNet(in_channels=fadex.feature_channels, token_dim=1024)
     if model == "tiny":
+        # the tests' tiny SD-shaped UNet, with a x8 VAE like SD's (the tests' tiny VAE is x2), random weights
+        from .restorer.codecs import VAECodec
+        from .restorer.sd_turbo import SDComponents, tiny_sd_configs
+
+        vae_cfg = dict(tiny_sd_configs()["vae"], block_out_channels=[32, 64, 64, 64],
+                       down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4)
         comps = build_tiny_sd_like(with_text_encoder=False)
+        comps = SDComponents(comps.unet, VAECodec.from_config(vae_cfg).eval(), None)
         restorer = restorer_from_components(comps, mapnet=mapnet, prompt_embeds=torch.randn(2, 77, 1024))
     elif model == "sd21":
         restorer = build_sd21_random(mapnet=mapnet)
