@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -24,6 +22,7 @@ from face2scene_core.faces import (
 )
 from face2scene_core.faces.warp import transform_points, warp_affine
 from face2scene_core.imageio import load_image
+from shared_data import datasets_dir
 
 # (photo, how many of its faces to use): small/rotated faces, large faces (downscaled into 512), faces at borders
 PHOTOS = [
@@ -34,14 +33,7 @@ PHOTOS = [
 ]
 
 
-def _datasets() -> Path:
-    here = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
-    if here.is_dir():
-        return here
-    env = os.environ.get("FACE2SCENE_DATASETS")
-    if env and Path(env).is_dir():
-        return Path(env)
-    pytest.skip("real photos not found: put shared/datasets beside the repo or set FACE2SCENE_DATASETS")
+_datasets = datasets_dir
 
 
 @pytest.fixture(scope="module")

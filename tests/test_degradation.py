@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -30,16 +28,10 @@ from face2scene_core.degradation import (
 )
 from face2scene_core.errors import ConfigError
 from face2scene_core.imageio import load_image, to_float
+from shared_data import datasets_dir
 
 
-def _datasets() -> Path:
-    here = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
-    if here.is_dir():
-        return here
-    env = os.environ.get("FACE2SCENE_DATASETS")
-    if env and Path(env).is_dir():
-        return Path(env)
-    pytest.skip("shared/datasets not found beside the repo and FACE2SCENE_DATASETS not set")
+_datasets = datasets_dir
 
 
 def _photo(name: str = "kodim04.png", folder: str = "Kodak24") -> np.ndarray:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import cv2
@@ -16,16 +15,10 @@ from face2scene_core.faces import Face, align_face, get_detector
 from face2scene_core.faces.detect import RetinaFaceDetector, nms
 from face2scene_core.imageio import load_image
 from face2scene_core.reffr import GivenFaceRefFR, RefFR
+from shared_data import datasets_dir
 
 
-def _datasets() -> Path:
-    here = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
-    if here.is_dir():
-        return here
-    env = os.environ.get("FACE2SCENE_DATASETS")
-    if env and Path(env).is_dir():
-        return Path(env)
-    pytest.skip("real photos not found: put shared/datasets beside the repo or set FACE2SCENE_DATASETS")
+_datasets = datasets_dir
 
 
 FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "face_counts.json").read_text())

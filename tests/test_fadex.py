@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -28,20 +27,14 @@ from face2scene_core.fadex import (
     train_fadex,
 )
 from face2scene_core.fadex.moco import EMPTY_LABEL
+from shared_data import datasets_dir
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "fadex_tiny.yaml"
 TINY_MODEL = dict(channels=(8, 16, 16), blocks_per_stage=(1, 1, 1), embed_dim=16, proj_hidden=32)
 
 
-def _datasets() -> Path:
-    here = REPO.parent / "shared" / "datasets"
-    if here.is_dir():
-        return here
-    env = os.environ.get("FACE2SCENE_DATASETS")
-    if env and Path(env).is_dir():
-        return Path(env)
-    pytest.skip("shared/datasets not found beside the repo and FACE2SCENE_DATASETS not set")
+_datasets = datasets_dir
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 from pathlib import Path
 
 import cv2
@@ -20,6 +19,7 @@ from face2scene_core.faces import (
     select_face,
 )
 from face2scene_core.imageio import load_image
+from shared_data import datasets_dir
 
 DEEPFACE = "faces_identity/deepface/tests/unit/dataset"
 # two photos each of six people (manifest identities), chosen small so the test stays fast
@@ -35,14 +35,7 @@ PEOPLE = {
 SELFIE_P01_POINT = (148, 368)
 
 
-def _datasets() -> Path:
-    here = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
-    if here.is_dir():
-        return here
-    env = os.environ.get("FACE2SCENE_DATASETS")
-    if env and Path(env).is_dir():
-        return Path(env)
-    pytest.skip("real photos not found: put shared/datasets beside the repo or set FACE2SCENE_DATASETS")
+_datasets = datasets_dir
 
 
 @pytest.fixture(scope="module")

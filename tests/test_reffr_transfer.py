@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -24,15 +22,10 @@ from face2scene_core.imageio import load_image
 from face2scene_core.metrics import psnr
 from face2scene_core.reffr.base import RefFR
 from face2scene_core.reffr.transfer import ReferenceTransferRefFR, laplacian_pyramid, collapse_pyramid
+from shared_data import datasets_dir
 
 
-def _datasets() -> Path:
-    d = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
-    if not d.is_dir() and os.environ.get("FACE2SCENE_DATASETS"):
-        d = Path(os.environ["FACE2SCENE_DATASETS"])
-    if not d.is_dir():
-        pytest.skip("shared/datasets not found beside the repo and FACE2SCENE_DATASETS not set")
-    return d
+_datasets = datasets_dir
 
 
 @pytest.fixture(scope="module")

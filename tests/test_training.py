@@ -21,19 +21,14 @@ from face2scene_core.imageio import load_image, to_uint8
 from face2scene_core.training.data import Stage2Data, Stage2DataConfig, _resize
 from face2scene_core.training.losses import LPIPSLoss, discriminator_loss, generator_loss, vgg16_features
 from face2scene_core.training.stage2 import Stage2Config, Stage2Trainer, train_restorer
+from shared_data import datasets_dir
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "restorer_tiny.yaml"
 SPLIT = REPO / "configs" / "split.json"
 
 
-def _datasets() -> Path:
-    d = REPO.parent / "shared" / "datasets"
-    if not d.is_dir() and os.environ.get("FACE2SCENE_DATASETS"):
-        d = Path(os.environ["FACE2SCENE_DATASETS"])
-    if not d.is_dir():
-        pytest.skip("shared/datasets not found (set FACE2SCENE_DATASETS)")
-    return d
+_datasets = datasets_dir
 
 
 DATA = _datasets()
