@@ -4,8 +4,16 @@ ComfyUI imports this folder as a package (its folder name becomes the module nam
 and reads ``NODE_CLASS_MAPPINGS`` / ``NODE_DISPLAY_NAME_MAPPINGS``. The registries live in
 :mod:`.nodes`; this file only re-exports them. Only relative imports are used, so the pack works
 whatever its folder is called, and importing it needs neither ComfyUI nor any side effect.
+
+pytest also imports this file when it collects the repository root, and when the checkout's folder name is
+not a valid module name (``tmp.x1y2``, ``ComfyUI-Face2Scene``) it does so as a top-level module with no
+package: then there is nothing to register and the registries are empty.
 """
 
-from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+if __package__:
+    from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+else:  # imported as a plain module (pytest collecting the repo root), not as a ComfyUI pack
+    NODE_CLASS_MAPPINGS: dict = {}
+    NODE_DISPLAY_NAME_MAPPINGS: dict = {}
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
