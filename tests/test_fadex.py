@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -231,6 +232,49 @@ def test_sampler_presets_and_hq_fn(ffhq):
     assert set(b.labels) <= {0, 1, 2, 3} and len(calls) == 8 and (b.hq == 128).all()
     with pytest.raises(ValueError, match="images_per_op"):
         FacePairSampler(ffhq[:2], crop_size=48, images_per_op=3)
+
+
+def test_shared_content_batches_degrade_the_same_crops_by_every_operator(ffhq):
+    kw = dict(crop_size=48, ops_per_batch=3, images_per_op=4, rescale_range=(0.25, 0.5))
+    shared = FacePairSampler(ffhq, shared_content_prob=1.0, seed=1, **kw).sample_batch()
+    idx = shared.image_index.reshape(3, 4)
+    assert (idx == idx[:1]).all() and len(set(idx[0])) == 4
+    hq = shared.hq.reshape(3, 4, 48, 48, 3)
+    assert (hq == hq[:1]).all(), "every operator sees the identical clean crops"
+    lq = shared.lq.reshape(3, 4, 48, 48, 3).astype(int)
+    assert np.abs(lq[0] - lq[1]).mean() > 1.0, "different operators give different LQ crops"
+    fresh = FacePairSampler(ffhq, shared_content_prob=0.0, seed=1, **kw).sample_batch()
+    assert not (fresh.image_index.reshape(3, 4) == fresh.image_index.reshape(3, 4)[:1]).all()
+    with pytest.raises(ValueError, match="shared_content_prob"):
+        FacePairSampler(ffhq, shared_content_prob=1.5, **kw)
+
+
+def test_reffr_pairs_restore_the_whole_face_from_other_photos_then_crop(ffhq):
+    from face2scene_core.imageio import load_image
+    from face2scene_core.reffr.transfer import ReferenceTransferRefFR
+
+    faces = [cv2.resize(load_image(p), (64, 64), interpolation=cv2.INTER_AREA) for p in ffhq[:4]]
+    calls = []
+
+    class Recording(ReferenceTransferRefFR):
+        def _restore(self, lq_face, references):
+            calls.append((lq_face.shape, len(references)))
+            return super()._restore(lq_face, references)
+
+    reffr = Recording(size=64, levels=3, denoise_levels=3, chroma_levels=3, fallback_denoise_levels=3)
+    kw = dict(crop_size=32, ops_per_batch=2, images_per_op=2, rescale_range=(0.25, 0.5),
+              reffr_faces=[faces[:2], faces[2:]], reffr=reffr, reffr_prob=1.0, reffr_max_refs=1)
+    b = FacePairSampler(ffhq[4:8], seed=0, **kw).sample_batch()
+    assert b.lq.shape == b.hq.shape == (4, 32, 32, 3)
+    assert (b.image_index >= 4).all(), "Ref-FR faces are numbered after the plain images"
+    assert calls == [((64, 64, 3), 1)] * 4, "each pair: the whole aligned face restored from the other photo"
+    assert np.abs(b.lq.astype(int) - b.hq.astype(int)).mean() > 1.0
+    again = FacePairSampler(ffhq[4:8], seed=0, **kw).sample_batch()
+    assert np.array_equal(again.hq, b.hq) and np.array_equal(again.lq, b.lq), "deterministic from the seed"
+    with pytest.raises(ValueError, match="reffr_faces"):
+        FacePairSampler(ffhq, crop_size=32, reffr_prob=0.5)
+    with pytest.raises(ValueError, match="at least 2 photos"):
+        FacePairSampler(ffhq, crop_size=32, reffr_faces=[faces[:1]], reffr=reffr, reffr_prob=0.5, images_per_op=1)
 
 
 # ----------------------------------------------------------------------------- training

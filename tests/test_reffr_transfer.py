@@ -152,16 +152,48 @@ def test_evaluation_cli_writes_a_report(tmp_path):
     split.write_text(json.dumps({"heldout_identities": ["faceapi:amy"]}))
     out = tmp_path / "eval"
     rc = evaluate.main(["--out", str(out), "--datasets", str(_datasets()), "--split", str(split),
-                        "--sources", "faceapi", "--n-random", "0", "--gt-per-identity", "1", "--max-refs", "2"])
+                        "--sources", "faceapi", "--n-random", "0", "--gt-per-identity", "2", "--max-refs", "2"])
     assert rc == 0
     report = json.loads((out / "report.json").read_text())["with_references"]
-    assert len(report["cases"]) == 4  # 1 GT x D1..D4
+    assert len(report["cases"]) == 8  # 2 GT x D1..D4
     case = report["cases"][0]
     assert case["identity"] == "faceapi:amy" and len(case["refs"]) == 2 and case["gt"] not in case["refs"]
     for metric in ("psnr", "ssim", "id_sim"):
         s = report["summary"][metric]
-        assert s["lq"]["n"] == 4 and np.isfinite(s["hq"]["mean"])
+        assert s["lq"]["n"] == 8 and np.isfinite(s["hq"]["mean"])
     assert set(report["per_op"]) == {"D1", "D2", "D3", "D4"}
+    # the embedded FaDeX embedded both pairs of every case: retrieval with GT and with Ref-FR faces
+    fr = report["fadex_retrieval"]
+    assert set(fr) == {"gt_hq", "reffr_hq"}
+    for source in fr.values():
+        assert set(source) == {"presets", "all"}  # no R* operators in this run
+        assert 0.0 <= source["presets"]["top1_accuracy"] <= 1.0 and source["presets"]["chance_top1"] == pytest.approx(1 / 7)
+
+
+def test_fadex_retrieval_scores_operator_codes_not_face_codes():
+    from face2scene_core.reffr.evaluate import fadex_retrieval
+
+    rng = np.random.default_rng(0)
+    ops = ["D1", "D2", "D3", "R0", "R1"]
+    n_faces, dim = 6, 16
+    op_code = rng.normal(size=(len(ops), dim))
+    face_code = rng.normal(size=(n_faces, dim))
+
+    def grid(weight_op: float) -> list[np.ndarray]:
+        embs = []
+        for f in range(n_faces):  # faces outer, operators inner: the order evaluate_reffr runs
+            for o in range(len(ops)):
+                v = weight_op * op_code[o] + (1 - weight_op) * face_code[f] + 0.05 * rng.normal(size=dim)
+                embs.append(v / np.linalg.norm(v))
+        return embs
+
+    res = fadex_retrieval(ops, {"degradation": grid(0.9), "content": grid(0.1)})
+    assert set(res["degradation"]) == {"presets", "random", "all"}
+    assert res["degradation"]["all"]["top1_accuracy"] == 1.0 and res["degradation"]["all"]["gap"] > 0.5
+    assert res["content"]["all"]["top1_accuracy"] < 0.2 and res["content"]["all"]["gap"] < 0
+    assert "note" in fadex_retrieval(ops, {"one_face": grid(0.9)[: len(ops)]})["one_face"]
+    with pytest.raises(ValueError, match="grid"):
+        fadex_retrieval(ops, {"bad": grid(0.9)[:-1]})
 
 
 def test_evaluation_rejects_bad_arguments(restorer):

@@ -13,8 +13,11 @@ preset ``i`` has id ``i``, pool entry ``j`` has id ``len(presets) + j``, and eve
 operator gets a new id, so queue entries from earlier batches are positives only when they truly
 share the operator.
 
-The HQ side is the clean crop itself (non-reference mode) or, with ``hq_fn``, the output of a
-reference-based face restorer applied to the LQ crop. No worker processes: everything is drawn
+The HQ side is the clean crop itself (non-reference mode), or, with ``hq_fn``, any function of the
+LQ and clean crops. *Ref-FR pairs* (``reffr_prob``) come from aligned faces of people with several
+photos: the whole face is degraded, restored by a reference-based face restorer from the person's
+other photos, and both are cropped at the same place, so FaDeX also learns from the imperfect HQ
+faces it gets at inference. No worker processes: everything is drawn
 from one seeded ``numpy.random.Generator``, whose state can be saved and restored for exact resume.
 """
 
@@ -124,6 +127,19 @@ class FacePairSampler:
         vary_noise_seed: give each crop its own noise realisation (a fresh ``noise_seed``) while
             keeping every other parameter of the operator, so that positives share the noise
             *statistics*, not an identical noise pattern the encoder could match instead.
+        reffr_faces: aligned faces grouped by identity (``[[uint8 (S, S, 3), ...], ...]``, at least 2
+            photos per identity), the source of Ref-FR pairs; needs ``reffr``.
+        reffr: a :class:`~face2scene_core.reffr.base.RefFR` whose ``restore(lq_face, references)``
+            takes faces of that size.
+        reffr_prob: probability, per operator group, that its ``M`` pairs are *Ref-FR pairs*: an
+            aligned face degraded whole by the operator, restored by ``reffr`` from up to
+            ``reffr_max_refs`` *other* photos of the same person, then LQ and Ref-FR output cropped at
+            the same place. This is the HQ FaDeX sees at inference (the paper trains on both kinds).
+        reffr_max_refs: references per Ref-FR pair.
+        shared_content_prob: probability that a batch degrades the *same* ``M`` crops by all ``K``
+            operators (instead of ``M`` fresh images per operator). Such a batch holds
+            same-content/different-operator negatives, the pairs the paper's Fig. 3 analysis asks
+            FaDeX to tell apart; with ``0`` they almost never occur in a batch.
         seed: seed of the generator (everything random is drawn from it).
     """
 
@@ -141,6 +157,11 @@ class FacePairSampler:
         presets: Mapping[str, Any] | None = None,
         hq_fn: HQFn | None = None,
         vary_noise_seed: bool = True,
+        shared_content_prob: float = 0.0,
+        reffr_faces: Sequence[Sequence[np.ndarray]] = (),
+        reffr: Any = None,
+        reffr_prob: float = 0.0,
+        reffr_max_refs: int = 2,
         seed: int = 0,
     ):
         if crop_size < 32:
@@ -154,6 +175,26 @@ class FacePairSampler:
             raise ValueError(f"preset_prob must be in [0, 1], got {preset_prob}")
         if op_pool_size < 0:
             raise ValueError(f"op_pool_size must be >= 0, got {op_pool_size}")
+        if not 0.0 <= shared_content_prob <= 1.0:
+            raise ValueError(f"shared_content_prob must be in [0, 1], got {shared_content_prob}")
+        if not 0.0 <= reffr_prob <= 1.0:
+            raise ValueError(f"reffr_prob must be in [0, 1], got {reffr_prob}")
+        self.reffr_faces = [list(group) for group in reffr_faces]
+        if reffr_prob > 0:
+            if reffr is None or not self.reffr_faces:
+                raise ValueError("reffr_prob > 0 needs reffr_faces (aligned faces by identity) and a reffr")
+            if any(len(g) < 2 for g in self.reffr_faces):
+                raise ValueError("every identity in reffr_faces needs at least 2 photos (one degraded, others as references)")
+            n_faces = sum(len(g) for g in self.reffr_faces)
+            if images_per_op > n_faces:
+                raise ValueError(f"images_per_op={images_per_op} needs at least that many reffr_faces, got {n_faces}")
+            side = min(min(f.shape[:2]) for g in self.reffr_faces for f in g)
+            if side < crop_size:
+                raise ValueError(f"reffr_faces must be at least crop_size={crop_size} px, got {side}")
+        self.reffr = reffr
+        self.reffr_prob = float(reffr_prob)
+        self.reffr_max_refs = int(reffr_max_refs)
+        self._reffr_index = [(g, j) for g, group in enumerate(self.reffr_faces) for j in range(len(group))]
         if degradation is None or (presets is None and preset_prob > 0):
             from ..degradation import PRESETS, DegradationConfig, RealESRGANDegradation
 
@@ -176,6 +217,7 @@ class FacePairSampler:
         self.preset_prob = float(preset_prob)
         self.hq_fn = hq_fn
         self.vary_noise_seed = bool(vary_noise_seed)
+        self.shared_content_prob = float(shared_content_prob)
         self.seed = int(seed)
         pool_rng = np.random.default_rng([self.seed, 1])
         self.pool = [self.degradation.sample(pool_rng) for _ in range(op_pool_size)]
@@ -228,14 +270,56 @@ class FacePairSampler:
             raise ValueError(f"the degradation changed the crop size {crop.shape} -> {lq.shape}; it must keep the size")
         return lq
 
+    def _reffr_pairs(self, params: Any) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        """``M`` Ref-FR pairs for one operator: ``(image index, lq crop, Ref-FR crop)``.
+
+        Image indices of Ref-FR faces follow those of ``images`` (``len(images) + k``).
+        """
+        out = []
+        s = self.crop_size
+        for k in self.rng.choice(len(self._reffr_index), size=self.images_per_op, replace=False):
+            g, j = self._reffr_index[int(k)]
+            group = self.reffr_faces[g]
+            gt = group[j]
+            lq_face = self.degrade(gt, self._realisation(params))
+            refs = [f for r, f in enumerate(group) if r != j][: self.reffr_max_refs]
+            hq_face = np.asarray(self.reffr.restore(lq_face, refs))
+            if hq_face.shape != gt.shape or hq_face.dtype != np.uint8:
+                raise ValueError(f"the Ref-FR must return uint8 {gt.shape}, got {hq_face.dtype} {hq_face.shape}")
+            h, w = gt.shape[:2]
+            top, left = int(self.rng.integers(h - s + 1)), int(self.rng.integers(w - s + 1))
+            box = (slice(top, top + s), slice(left, left + s))
+            out.append((len(self.images) + int(k), np.ascontiguousarray(lq_face[box]), np.ascontiguousarray(hq_face[box])))
+        return out
+
     def sample_batch(self) -> PairBatch:
-        """Draw the next batch (``K`` operators x ``M`` different images)."""
+        """Draw the next batch (``K`` operators x ``M`` different images).
+
+        With probability ``shared_content_prob`` the ``M`` crops are drawn once and every operator
+        degrades the same crops; otherwise each operator gets ``M`` freshly drawn images and crops,
+        and with probability ``reffr_prob`` they are Ref-FR pairs (see the class doc).
+        """
         lqs, hqs, labels, idxs, ops = [], [], [], [], []
+        shared = None
+        if self.shared_content_prob > 0 and self.rng.random() < self.shared_content_prob:
+            picks = self.rng.choice(len(self.images), size=self.images_per_op, replace=False)
+            shared = [(int(i), self._random_crop(self.images[i])) for i in picks]
         for _ in range(self.ops_per_batch):
             label, params = self._sample_op()
             ops.append(params)
-            for i in self.rng.choice(len(self.images), size=self.images_per_op, replace=False):
-                gt = self._random_crop(self.images[i])
+            if shared is None and self.reffr_prob > 0 and self.rng.random() < self.reffr_prob:
+                for i, lq, hq in self._reffr_pairs(params):
+                    lqs.append(lq)
+                    hqs.append(hq)
+                    labels.append(label)
+                    idxs.append(i)
+                continue
+            if shared is not None:
+                crops = iter(shared)
+            else:  # crops drawn one by one, interleaved with the noise seeds (the stream of earlier runs)
+                picks = self.rng.choice(len(self.images), size=self.images_per_op, replace=False)
+                crops = ((int(i), self._random_crop(self.images[i])) for i in picks)
+            for i, gt in crops:
                 lq = self.degrade(gt, self._realisation(params))
                 hq = gt if self.hq_fn is None else np.asarray(self.hq_fn(lq, gt))
                 if hq.shape != gt.shape or hq.dtype != np.uint8:
@@ -243,7 +327,7 @@ class FacePairSampler:
                 lqs.append(lq)
                 hqs.append(hq)
                 labels.append(label)
-                idxs.append(int(i))
+                idxs.append(i)
         return PairBatch(
             lq=np.stack(lqs),
             hq=np.stack(hqs),

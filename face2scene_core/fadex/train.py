@@ -26,6 +26,7 @@ import dataclasses
 import glob
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -69,6 +70,15 @@ class FaDeXTrainConfig:
     preset_prob: float = _help("probability that an operator is one of the presets D1-D4", default=0.0)
     op_pool_size: int = _help("0: fresh random operator each time; n: draw from n fixed operators", default=0)
     vary_noise_seed: bool = _help("own noise realisation per crop (same operator statistics)", default=True)
+    shared_content_prob: float = _help("probability that a batch applies all K operators to the same M crops "
+                                       "(same-content / different-operator negatives)", default=0.0)
+    reffr_prob: float = _help("probability per operator group of Ref-FR pairs (aligned train-identity faces "
+                              "restored by the offline Ref-FR from the person's other photos)", default=0.0)
+    reffr_size: int = _help("aligned face side of the Ref-FR pairs, px", default=256)
+    reffr_sources: list[str] = _help("identity namespaces of the split's train_identities used for Ref-FR pairs",
+                                     default_factory=lambda: ["deepface", "faceapi", "dlib"])
+    reffr_split: str = _help("split JSON whose train_identities give the Ref-FR faces", default="configs/split.json")
+    reffr_max_refs: int = _help("references per Ref-FR pair", default=2)
     degradation: dict[str, Any] = _help("overrides of DegradationConfig fields", default_factory=dict)
     channels: tuple[int, ...] = _help("FaDeX stage widths", default=(64, 128, 256))
     blocks_per_stage: tuple[int, ...] = _help("FaDeX Conv-BN-LeakyReLU blocks per stage", default=(2, 2, 2))
@@ -105,6 +115,10 @@ class FaDeXTrainConfig:
             "log_every": self.log_every >= 1,
             "preset_prob": 0.0 <= self.preset_prob <= 1.0,
             "op_pool_size": self.op_pool_size >= 0,
+            "shared_content_prob": 0.0 <= self.shared_content_prob <= 1.0,
+            "reffr_prob": 0.0 <= self.reffr_prob <= 1.0,
+            "reffr_size": self.reffr_size >= 64 and self.reffr_size >= self.crop_size,
+            "reffr_max_refs": self.reffr_max_refs >= 1,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
@@ -248,6 +262,27 @@ def _trim_metrics(path: Path, step: int) -> None:
     write_bytes_atomic(path, ("\n".join(kept) + "\n" if kept else "").encode())
 
 
+def load_reffr_source(cfg: FaDeXTrainConfig) -> dict[str, Any]:
+    """Sampler arguments for Ref-FR pairs: the aligned train-identity faces and the offline Ref-FR.
+
+    Faces are detected (shipped RetinaFace), aligned at ``reffr_size`` and filtered by identity
+    (dlib) exactly as the Ref-FR evaluation does, but from the split's ``train_identities``.
+    """
+    from ..reffr.evaluate import load_heldout_faces
+    from ..reffr.transfer import ReferenceTransferRefFR
+
+    ids = load_heldout_faces(split_path=cfg.reffr_split, sources=tuple(cfg.reffr_sources), size=cfg.reffr_size,
+                             split_key="train_identities")
+    groups = [[f.image for f in faces] for _, faces in sorted(ids.items())]
+    logger.info("Ref-FR pairs from %d train identities, %d aligned faces (%d px)", len(groups),
+                sum(len(g) for g in groups), cfg.reffr_size)
+    levels = max(1, int(math.log2(cfg.reffr_size / 16)))
+    reffr = ReferenceTransferRefFR(size=cfg.reffr_size, levels=levels, denoise_levels=min(4, levels),
+                                   chroma_levels=min(4, levels), fallback_denoise_levels=min(3, levels))
+    return {"reffr_faces": groups, "reffr": reffr,
+            "reffr_prob": cfg.reffr_prob, "reffr_max_refs": cfg.reffr_max_refs}
+
+
 def train_fadex(cfg: FaDeXTrainConfig, resume: bool = False, *, hq_fn: HQFn | None = None) -> Path:
     """Train FaDeX with the MoCo-style multi-positive InfoNCE; returns ``<output_dir>/final``.
 
@@ -276,10 +311,14 @@ def train_fadex(cfg: FaDeXTrainConfig, resume: bool = False, *, hq_fn: HQFn | No
         deg_cfg = from_dict(DegradationConfig, dict(cfg.degradation), prefix="degradation.")
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid degradation settings {cfg.degradation}: {exc}") from exc
+    reffr_kwargs: dict[str, Any] = {}
+    if cfg.reffr_prob > 0:
+        reffr_kwargs = load_reffr_source(cfg)
     sampler = FacePairSampler(
         paths, crop_size=cfg.crop_size, ops_per_batch=cfg.ops_per_batch, images_per_op=cfg.images_per_op,
         rescale_range=cfg.rescale_range, preset_prob=cfg.preset_prob, op_pool_size=cfg.op_pool_size,
-        degradation=RealESRGANDegradation(deg_cfg), hq_fn=hq_fn, vary_noise_seed=cfg.vary_noise_seed, seed=cfg.seed,
+        degradation=RealESRGANDegradation(deg_cfg), hq_fn=hq_fn, vary_noise_seed=cfg.vary_noise_seed,
+        shared_content_prob=cfg.shared_content_prob, seed=cfg.seed, **reffr_kwargs,
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)

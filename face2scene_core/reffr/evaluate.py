@@ -95,8 +95,9 @@ def load_heldout_faces(
     size: int = 512,
     min_similarity: float = 0.9,
     max_per_identity: int | None = None,
+    split_key: str = "heldout_identities",
 ) -> dict[str, list[HeldoutFace]]:
-    """Detect, align and embed the photos of the held-out identities.
+    """Detect, align and embed the photos of the held-out identities (or, with ``split_key``, another list).
 
     Args:
         datasets_dir: folder holding ``manifest.csv`` (default: :func:`default_datasets_dir`).
@@ -108,6 +109,8 @@ def load_heldout_faces(
         min_similarity: a photo whose identity similarity to the mean of the identity's other photos is
             below this is dropped with a log line (a wrong face was detected, e.g. in a group photo).
         max_per_identity: keep at most this many photos per identity (in manifest order); None = all.
+        split_key: the list of identities read from the split (``"train_identities"`` gives the
+            training identities, used by the FaDeX trainer for its Ref-FR pairs).
 
     Returns:
         ``{identity: [HeldoutFace, ...]}`` for identities with at least two usable photos, sorted by name.
@@ -125,9 +128,9 @@ def load_heldout_faces(
         )
     split_file = Path(split_path) if split_path is not None else DEFAULT_SPLIT
     try:
-        heldout = set(json.loads(split_file.read_text())["heldout_identities"])
+        heldout = set(json.loads(split_file.read_text())[split_key])
     except (OSError, ValueError, KeyError) as exc:
-        raise ConfigError(f"cannot read 'heldout_identities' from '{split_file}': {exc}") from exc
+        raise ConfigError(f"cannot read '{split_key}' from '{split_file}': {exc}") from exc
     if not 0.0 <= min_similarity <= 1.0:
         raise ValueError(f"min_similarity must be in [0, 1], got {min_similarity}")
     detector = detector if detector is not None else get_detector("retinaface")
@@ -172,7 +175,7 @@ def load_heldout_faces(
         else:
             logger.info("%s: fewer than 2 usable photos; skipped", ident)
     if not out:
-        raise InputImageError(f"no held-out identity with 2 usable photos was found under '{root}' for sources {list(sources)}")
+        raise InputImageError(f"no identity of '{split_key}' with 2 usable photos was found under '{root}' for sources {list(sources)}")
     return out
 
 
@@ -222,6 +225,7 @@ def evaluate_reffr(
     examples_dir: str | os.PathLike | None = None,
     max_examples: int = 24,
     progress: bool = True,
+    fadex=None,
 ) -> dict:
     """Degrade, restore and measure every (GT face, operator) case.
 
@@ -235,6 +239,12 @@ def evaluate_reffr(
         examples_dir: if set, writes ``<identity>_<gt>_<op>.png`` strips (LQ | HQ | GT) there, for at most
             ``max_examples`` cases spread evenly over the run.
         progress: show a tqdm bar.
+        fadex: optional :class:`~face2scene_core.fadex.model.FaDeX`. Every case's pair is then embedded
+            twice, as (LQ, GT face) and as (LQ, Ref-FR output), and ``fadex_retrieval`` reports, for each
+            HQ source, the paper's Fig. 3 statistics and top-1 operator retrieval over the grid of GT
+            faces x operators (presets D*, the random operators R*, and all of them together): does
+            the degradation code still name the operator when the HQ face comes from the Ref-FR
+            instead of the ground truth?
 
     Returns:
         ``{"restorer", "cases": [...], "summary": {...}, "per_op": {op: summary}, "per_source": {...}, "settings"}``;
@@ -261,7 +271,9 @@ def evaluate_reffr(
                 jobs.append((ident, items[g], refs, op_name))
 
     every = max(1, math.ceil(len(jobs) / max_examples)) if max_examples > 0 else 0
-    records = []
+    records: list[dict] = []
+    emb_gt: list[np.ndarray] = []
+    emb_hq: list[np.ndarray] = []
     for n, (ident, gt, refs, op_name) in enumerate(tqdm(jobs, desc=f"evaluating {reffr.name}", disable=not progress)):
         lq = degrade_image(gt.image, degrade_ops[op_name])
         t0 = time.perf_counter()
@@ -280,6 +292,9 @@ def evaluate_reffr(
             "hq_id_sim": embedder.similarity(embedder.embed(hq, gt.face), gt.embedding),
             "seconds": seconds,
         }
+        if fadex is not None:
+            emb_gt.append(fadex.encode_pair(lq, gt.image).embedding[0].float().cpu().numpy())
+            emb_hq.append(fadex.encode_pair(lq, hq).embedding[0].float().cpu().numpy())
         records.append(rec)
         if examples_dir is not None and every and n % every == 0:
             stem = f"{ident.replace(':', '_')}_{Path(gt.path).stem}_{op_name}.png"
@@ -287,7 +302,7 @@ def evaluate_reffr(
     per_op = {op: summarise([r for r in records if r["op"] == op]) for op in degrade_ops}
     sources = sorted({r["identity"].split(":")[0] for r in records})
     per_source = {s: summarise([r for r in records if r["identity"].startswith(s + ":")]) for s in sources}
-    return {
+    report = {
         "restorer": repr(reffr),
         "metrics": "PSNR/SSIM on Y (BT.601) of the whole aligned face; id_sim = cosine of identity descriptors vs GT",
         "summary": summarise(records),
@@ -303,6 +318,38 @@ def evaluate_reffr(
         },
         "cases": records,
     }
+    if fadex is not None:
+        report["fadex_retrieval"] = fadex_retrieval(list(degrade_ops), {"gt_hq": emb_gt, "reffr_hq": emb_hq})
+    return report
+
+
+def fadex_retrieval(op_names: Sequence[str], embeddings: Mapping[str, Sequence[np.ndarray]]) -> dict:
+    """Fig. 3 statistics and top-1 operator retrieval per HQ source, on the (face x operator) grid.
+
+    ``embeddings[source]`` lists one embedding per case, faces outer and ``op_names`` inner (the
+    order :func:`evaluate_reffr` runs them). Operator subsets: ``presets`` (names starting with
+    ``D``), ``random`` (``R``) and ``all``; a subset with fewer than 2 operators is left out.
+    """
+    from ..fadex.evaluate import similarity_stats
+
+    p = len(op_names)
+    subsets = {"presets": [i for i, n in enumerate(op_names) if n.startswith("D")],
+               "random": [i for i, n in enumerate(op_names) if n.startswith("R")],
+               "all": list(range(p))}
+    out: dict = {}
+    for source, embs in embeddings.items():
+        if len(embs) % p:
+            raise ValueError(f"{source}: {len(embs)} embeddings do not form a (faces x {p} operators) grid")
+        grid = np.stack(embs).reshape(len(embs) // p, p, -1)
+        if grid.shape[0] < 2:
+            out[source] = {"note": "fewer than 2 GT faces: retrieval needs at least 2"}
+            continue
+        out[source] = {}
+        for name, idx in subsets.items():
+            if len(idx) >= 2:
+                st = similarity_stats(grid[:, idx])
+                out[source][name] = {k: v for k, v in st.items() if not k.startswith("_") and k != "matrix"}
+    return out
 
 
 def _format(report: dict) -> str:
@@ -313,6 +360,10 @@ def _format(report: dict) -> str:
             f"  {metric:6s} LQ {s['lq']['mean']:.4f}  HQ {s['hq']['mean']:.4f}  gain {g['mean']:+.4f} "
             f"[{g['ci95'][0]:+.4f}, {g['ci95'][1]:+.4f}]  improved {100 * s['share_improved']:.0f}%"
         )
+    for source, sets in report.get("fadex_retrieval", {}).items():
+        lines.append(f"  FaDeX with {source}: " + ", ".join(
+            f"{k} top-1 {100 * v['top1_accuracy']:.1f}% gap {v['gap']:.3f}" if isinstance(v, dict) else str(v)
+            for k, v in sets.items()))
     return "\n".join(lines)
 
 
@@ -329,6 +380,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--gt-per-identity", type=int, default=2, help="photos per identity used as GT in turn (default %(default)s)")
     ap.add_argument("--max-refs", type=int, default=3, help="references per case (default %(default)s)")
     ap.add_argument("--no-refs-baseline", action="store_true", help="also run the restorer without references")
+    ap.add_argument("--fadex", default=None, metavar="DIR",
+                    help="FaDeX weights folder for the operator-retrieval check (default: the embedded FaDeX; 'none' skips it)")
     ap.add_argument("--examples", type=int, default=0, metavar="N", help="save N LQ|HQ|GT strips under OUT/examples (default 0)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -338,9 +391,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     ids = load_heldout_faces(args.datasets, args.split, sources=sources)
     ops = default_degrade_ops(args.n_random, args.seed)
     reffr = ReferenceTransferRefFR()
+    fadex = None
+    if (args.fadex or "").lower() != "none":
+        from ..fadex.model import FaDeX
+        from ..pipeline import EMBEDDED_DIR
+
+        fadex_dir = Path(args.fadex) if args.fadex else EMBEDDED_DIR / "fadex"
+        if not (fadex_dir / "config.json").is_file():
+            raise ConfigError(f"no FaDeX weights in '{fadex_dir}' (config.json + safetensors expected); pass --fadex DIR or --fadex none")
+        fadex = FaDeX.from_pretrained(str(fadex_dir), use_safetensors=True).eval()
     report = evaluate_reffr(
         reffr, ids, ops, gt_per_identity=args.gt_per_identity, max_refs=args.max_refs,
-        examples_dir=out / "examples" if args.examples > 0 else None, max_examples=args.examples,
+        examples_dir=out / "examples" if args.examples > 0 else None, max_examples=args.examples, fadex=fadex,
     )
     reports = {"with_references": report}
     if args.no_refs_baseline:
