@@ -328,6 +328,19 @@ def test_checkpoint_resume_equals_straight_run(tmp_path, ffhq):
         train_fadex(_cfg(tmp_path / "b", ffhq, "steps=6", "lr=0.01"), resume=True)
 
 
+def test_training_with_reffr_pairs_uses_train_identities_only(tmp_path, ffhq):
+    from face2scene_core.reffr.evaluate import load_heldout_faces
+
+    split = json.loads((REPO / "configs" / "split.json").read_text())
+    ids = load_heldout_faces(sources=("faceapi",), size=64, split_key="train_identities")
+    assert set(ids) <= set(split["train_identities"]) and not set(ids) & set(split["heldout_identities"])
+    final = train_fadex(_cfg(tmp_path, ffhq, "steps=2", "reffr_prob=1.0", "reffr_size=64", "reffr_sources=[faceapi]"))
+    assert (final / "diffusion_pytorch_model.safetensors").is_file()
+    assert json.loads((tmp_path / "config.json").read_text())["reffr_prob"] == 1.0
+    with pytest.raises(ConfigError, match="reffr_size"):
+        _cfg(tmp_path, ffhq, "reffr_size=32")
+
+
 def test_bf16_step_runs_on_cpu(tmp_path, ffhq):
     final = train_fadex(_cfg(tmp_path, ffhq, "steps=1", "bf16=true"))
     rec = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
@@ -338,7 +351,11 @@ def test_configs_load_and_reject_unknown_keys():
     tiny = load_config(FaDeXTrainConfig, TINY)
     default = load_config(FaDeXTrainConfig, REPO / "configs" / "fadex_default.yaml")
     assert tiny.steps < 50 and default.steps >= 500 and default.eval_data
-    assert (default.temperature, default.lr, default.embed_dim) == (0.07, 1e-4, 256)
+    assert (default.lr, default.embed_dim) == (1e-4, 256) and 0 < default.reffr_prob < 1  # GT and Ref-FR pairs
+    # the shipped encoder is the architecture the default config trains
+    shipped = json.loads((REPO / "face2scene_core" / "weights" / "fadex" / "config.json").read_text())
+    assert {k: (list(v) if isinstance(v, tuple) else v) for k, v in default.model_kwargs().items()} == \
+        {k: shipped[k] for k in default.model_kwargs()}
     with pytest.raises(ConfigError, match="unknown"):
         load_config(FaDeXTrainConfig, TINY, ["queue_sise=8"])
     with pytest.raises(ConfigError, match="temperature"):
