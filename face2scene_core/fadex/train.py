@@ -26,7 +26,6 @@ import dataclasses
 import glob
 import json
 import logging
-import math
 import os
 import re
 import shutil
@@ -276,9 +275,7 @@ def load_reffr_source(cfg: FaDeXTrainConfig) -> dict[str, Any]:
     groups = [[f.image for f in faces] for _, faces in sorted(ids.items())]
     logger.info("Ref-FR pairs from %d train identities, %d aligned faces (%d px)", len(groups),
                 sum(len(g) for g in groups), cfg.reffr_size)
-    levels = max(1, int(math.log2(cfg.reffr_size / 16)))
-    reffr = ReferenceTransferRefFR(size=cfg.reffr_size, levels=levels, denoise_levels=min(4, levels),
-                                   chroma_levels=min(4, levels), fallback_denoise_levels=min(3, levels))
+    reffr = ReferenceTransferRefFR.for_size(cfg.reffr_size)
     return {"reffr_faces": groups, "reffr": reffr,
             "reffr_prob": cfg.reffr_prob, "reffr_max_refs": cfg.reffr_max_refs}
 

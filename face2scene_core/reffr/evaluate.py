@@ -380,6 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--gt-per-identity", type=int, default=2, help="photos per identity used as GT in turn (default %(default)s)")
     ap.add_argument("--max-refs", type=int, default=3, help="references per case (default %(default)s)")
     ap.add_argument("--no-refs-baseline", action="store_true", help="also run the restorer without references")
+    ap.add_argument("--size", type=int, default=512, help="aligned face side, px (default %(default)s)")
     ap.add_argument("--fadex", default=None, metavar="DIR",
                     help="FaDeX weights folder for the operator-retrieval check (default: the embedded FaDeX; 'none' skips it)")
     ap.add_argument("--examples", type=int, default=0, metavar="N", help="save N LQ|HQ|GT strips under OUT/examples (default 0)")
@@ -388,9 +389,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     out = Path(args.out)
     sources = tuple(s.strip() for s in args.sources.split(",") if s.strip())
-    ids = load_heldout_faces(args.datasets, args.split, sources=sources)
+    ids = load_heldout_faces(args.datasets, args.split, sources=sources, size=args.size)
     ops = default_degrade_ops(args.n_random, args.seed)
-    reffr = ReferenceTransferRefFR()
+    reffr = ReferenceTransferRefFR.for_size(args.size)
     fadex = None
     if (args.fadex or "").lower() != "none":
         from ..fadex.model import FaDeX

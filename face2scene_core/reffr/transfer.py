@@ -459,6 +459,15 @@ class ReferenceTransferRefFR(RefFR):
         info["visibility"] = [round(v, 3) for v in visibility]
         return out
 
+    @classmethod
+    def for_size(cls, size: int, **kwargs) -> "ReferenceTransferRefFR":
+        """The default restorer for ``size`` px faces: pyramid levels down to a 16 px base (5 at 512, 4 at
+        256), denoising levels capped accordingly; ``kwargs`` override any setting."""
+        levels = max(1, int(math.log2(size / 16)))
+        defaults = {"levels": levels, "denoise_levels": min(4, levels), "chroma_levels": min(4, levels),
+                    "fallback_denoise_levels": min(3, levels)}
+        return cls(size=size, **{**defaults, **kwargs})
+
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(size={self.size}, max_references={self.max_references}, "
