@@ -211,3 +211,15 @@ def test_requires_references_flag_is_honoured(gt_face):
 
     with pytest.raises(ReferenceImageError):
         Strict().restore(gt_face, [])
+
+
+def test_for_size_scales_the_pyramid_and_restores_smaller_faces(two_photos_same_person):
+    assert repr(ReferenceTransferRefFR.for_size(512)) == repr(ReferenceTransferRefFR())
+    small = ReferenceTransferRefFR.for_size(256)
+    assert (small.size, small.levels, small.denoise_levels) == (256, 4, 4)
+    gt, ref = (cv2.resize(x, (256, 256), interpolation=cv2.INTER_AREA) for x in two_photos_same_person)
+    lq = degrade_image(gt, PRESETS["D2"])
+    hq = small.restore(lq, [ref])
+    assert hq.shape == gt.shape and psnr(hq, gt) > psnr(lq, gt) + 0.3
+    with pytest.raises(ValueError, match="size"):
+        ReferenceTransferRefFR.for_size(32)
