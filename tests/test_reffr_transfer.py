@@ -166,7 +166,8 @@ def test_evaluation_cli_writes_a_report(tmp_path):
     fr = report["fadex_retrieval"]
     assert set(fr) == {"gt_hq", "reffr_hq"}
     for source in fr.values():
-        assert set(source) == {"presets", "all"}  # no R* operators in this run
+        assert set(source) == {"presets", "all", "per_operator_top1"}  # no R* operators in this run
+        assert set(source["per_operator_top1"]) == {"D1", "D2", "D3", "D4"}
         assert 0.0 <= source["presets"]["top1_accuracy"] <= 1.0 and source["presets"]["chance_top1"] == pytest.approx(1 / 7)
 
 
@@ -188,7 +189,8 @@ def test_fadex_retrieval_scores_operator_codes_not_face_codes():
         return embs
 
     res = fadex_retrieval(ops, {"degradation": grid(0.9), "content": grid(0.1)})
-    assert set(res["degradation"]) == {"presets", "random", "all"}
+    assert set(res["degradation"]) == {"presets", "random", "all", "per_operator_top1"}
+    assert res["degradation"]["per_operator_top1"] == {n: 1.0 for n in ops}
     assert res["degradation"]["all"]["top1_accuracy"] == 1.0 and res["degradation"]["all"]["gap"] > 0.5
     assert res["content"]["all"]["top1_accuracy"] < 0.2 and res["content"]["all"]["gap"] < 0
     assert "note" in fadex_retrieval(ops, {"one_face": grid(0.9)[: len(ops)]})["one_face"]

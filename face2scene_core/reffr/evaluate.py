@@ -349,6 +349,11 @@ def fadex_retrieval(op_names: Sequence[str], embeddings: Mapping[str, Sequence[n
             if len(idx) >= 2:
                 st = similarity_stats(grid[:, idx])
                 out[source][name] = {k: v for k, v in st.items() if not k.startswith("_") and k != "matrix"}
+        flat = grid.reshape(-1, grid.shape[-1]).astype(np.float64)
+        sim = flat @ flat.T
+        np.fill_diagonal(sim, -np.inf)
+        hit = (sim.argmax(axis=1) % p) == (np.arange(len(flat)) % p)  # row index = face * p + operator
+        out[source]["per_operator_top1"] = {n: float(hit.reshape(-1, p)[:, i].mean()) for i, n in enumerate(op_names)}
     return out
 
 
@@ -362,8 +367,8 @@ def _format(report: dict) -> str:
         )
     for source, sets in report.get("fadex_retrieval", {}).items():
         lines.append(f"  FaDeX with {source}: " + ", ".join(
-            f"{k} top-1 {100 * v['top1_accuracy']:.1f}% gap {v['gap']:.3f}" if isinstance(v, dict) else str(v)
-            for k, v in sets.items()))
+            f"{k} top-1 {100 * v['top1_accuracy']:.1f}% gap {v['gap']:.3f}" if isinstance(v, dict) and "gap" in v else
+            f"{k} {v}" for k, v in sets.items()))
     return "\n".join(lines)
 
 
