@@ -164,8 +164,9 @@ def test_evaluation_cli_writes_a_report(tmp_path):
     assert set(report["per_op"]) == {"D1", "D2", "D3", "D4"}
     # the embedded FaDeX embedded both pairs of every case: retrieval with GT and with Ref-FR faces
     fr = report["fadex_retrieval"]
-    assert set(fr) == {"gt_hq", "reffr_hq"}
-    for source in fr.values():
+    assert set(fr) == {"gt_hq", "reffr_hq", "cross"}
+    assert 0.0 <= fr["cross"]["reffr_to_gt_top1"] <= 1.0
+    for source in (fr["gt_hq"], fr["reffr_hq"]):
         assert set(source) == {"presets", "all", "per_operator_top1"}  # no R* operators in this run
         assert set(source["per_operator_top1"]) == {"D1", "D2", "D3", "D4"}
         assert 0.0 <= source["presets"]["top1_accuracy"] <= 1.0 and source["presets"]["chance_top1"] == pytest.approx(1 / 7)
@@ -193,6 +194,11 @@ def test_fadex_retrieval_scores_operator_codes_not_face_codes():
     assert res["degradation"]["per_operator_top1"] == {n: 1.0 for n in ops}
     assert res["degradation"]["all"]["top1_accuracy"] == 1.0 and res["degradation"]["all"]["gap"] > 0.5
     assert res["content"]["all"]["top1_accuracy"] < 0.2 and res["content"]["all"]["gap"] < 0
+    # cross retrieval: Ref-FR codes against the GT codes of the other faces (what the restorer learnt from)
+    good = fadex_retrieval(ops, {"gt_hq": grid(0.9), "reffr_hq": grid(0.9)})["cross"]
+    assert good["reffr_to_gt_top1"] == good["gt_to_gt_top1"] == 1.0 and good["chance_top1"] == 1 / len(ops)
+    bad = fadex_retrieval(ops, {"gt_hq": grid(0.9), "reffr_hq": grid(0.0)})["cross"]  # codes without the operator
+    assert bad["reffr_to_gt_top1"] < 0.5 and set(bad["reffr_to_gt_per_operator"]) == set(ops)
     assert "note" in fadex_retrieval(ops, {"one_face": grid(0.9)[: len(ops)]})["one_face"]
     with pytest.raises(ValueError, match="grid"):
         fadex_retrieval(ops, {"bad": grid(0.9)[:-1]})

@@ -354,7 +354,36 @@ def fadex_retrieval(op_names: Sequence[str], embeddings: Mapping[str, Sequence[n
         np.fill_diagonal(sim, -np.inf)
         hit = (sim.argmax(axis=1) % p) == (np.arange(len(flat)) % p)  # row index = face * p + operator
         out[source]["per_operator_top1"] = {n: float(hit.reshape(-1, p)[:, i].mean()) for i, n in enumerate(op_names)}
+    if {"gt_hq", "reffr_hq"} <= set(embeddings) and "note" not in out["gt_hq"]:
+        out["cross"] = _cross_retrieval(op_names, embeddings["reffr_hq"], embeddings["gt_hq"])
     return out
+
+
+def _cross_retrieval(op_names: Sequence[str], queries: Sequence[np.ndarray], gallery: Sequence[np.ndarray]) -> dict:
+    """Top-1 operator retrieval of each query among the gallery codes of the *other* faces.
+
+    This is the question the restorer asks: it learnt its tokens from (LQ, GT face) codes, so a Ref-FR
+    code is useful when its nearest GT code carries the same operator. The same face is excluded from
+    the gallery (its GT is never available at inference); ``gt_to_gt`` is the same protocol with GT
+    queries, for reference.
+    """
+    p = len(op_names)
+    g = np.stack(gallery).reshape(-1, p, np.asarray(gallery[0]).shape[-1]).astype(np.float64)
+    n = g.shape[0]
+
+    def top1(q: np.ndarray) -> tuple[float, dict]:
+        q = q.reshape(n, p, -1).astype(np.float64)
+        hits = np.zeros((n, p), dtype=bool)
+        for f in range(n):
+            others = np.delete(g, f, axis=0).reshape(-1, g.shape[-1])  # (n-1)*p, D; row = face * p + op
+            nearest = (q[f] @ others.T).argmax(axis=1) % p
+            hits[f] = nearest == np.arange(p)
+        return float(hits.mean()), {name: float(hits[:, i].mean()) for i, name in enumerate(op_names)}
+
+    r_all, r_per = top1(np.stack(queries))
+    g_all, g_per = top1(g)
+    return {"reffr_to_gt_top1": r_all, "reffr_to_gt_per_operator": r_per, "gt_to_gt_top1": g_all,
+            "gt_to_gt_per_operator": g_per, "chance_top1": 1.0 / p}
 
 
 def _format(report: dict) -> str:
@@ -366,6 +395,10 @@ def _format(report: dict) -> str:
             f"[{g['ci95'][0]:+.4f}, {g['ci95'][1]:+.4f}]  improved {100 * s['share_improved']:.0f}%"
         )
     for source, sets in report.get("fadex_retrieval", {}).items():
+        if source == "cross":
+            lines.append(f"  FaDeX Ref-FR code -> nearest GT code of another face: top-1 {100 * sets['reffr_to_gt_top1']:.1f}% "
+                         f"(GT -> GT {100 * sets['gt_to_gt_top1']:.1f}%), per operator {sets['reffr_to_gt_per_operator']}")
+            continue
         lines.append(f"  FaDeX with {source}: " + ", ".join(
             f"{k} top-1 {100 * v['top1_accuracy']:.1f}% gap {v['gap']:.3f}" if isinstance(v, dict) and "gap" in v else
             f"{k} {v}" for k, v in sets.items()))
