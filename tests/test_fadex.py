@@ -266,8 +266,9 @@ def test_reffr_pairs_restore_the_whole_face_from_other_photos_then_crop(ffhq):
               reffr_faces=[faces[:2], faces[2:]], reffr=reffr, reffr_prob=1.0, reffr_max_refs=1)
     b = FacePairSampler(ffhq[4:8], seed=0, **kw).sample_batch()
     assert b.lq.shape == b.hq.shape == (4, 32, 32, 3)
-    assert (b.image_index >= 4).all(), "Ref-FR faces are numbered after the plain images"
-    assert calls == [((64, 64, 3), 1)] * 4, "each pair: the whole aligned face restored from the other photo"
+    groups = b.image_index.reshape(2, 2)
+    assert (groups[:, 0] >= 4).all() and (groups[:, 1] < 4).all(), "per operator: a Ref-FR pair, then a GT pair"
+    assert calls == [((64, 64, 3), 1)] * 2, "each Ref-FR pair: the whole aligned face restored from the other photo"
     assert np.abs(b.lq.astype(int) - b.hq.astype(int)).mean() > 1.0
     again = FacePairSampler(ffhq[4:8], seed=0, **kw).sample_batch()
     assert np.array_equal(again.hq, b.hq) and np.array_equal(again.lq, b.lq), "deterministic from the seed"

@@ -131,10 +131,11 @@ class FacePairSampler:
             photos per identity), the source of Ref-FR pairs; needs ``reffr``.
         reffr: a :class:`~face2scene_core.reffr.base.RefFR` whose ``restore(lq_face, references)``
             takes faces of that size.
-        reffr_prob: probability, per operator group, that its ``M`` pairs are *Ref-FR pairs*: an
+        reffr_prob: probability, per operator group, that half its ``M`` pairs are *Ref-FR pairs*: an
             aligned face degraded whole by the operator, restored by ``reffr`` from up to
             ``reffr_max_refs`` *other* photos of the same person, then LQ and Ref-FR output cropped at
-            the same place. This is the HQ FaDeX sees at inference (the paper trains on both kinds).
+            the same place. This is the HQ FaDeX sees at inference (the paper trains on both kinds);
+            the other half are GT pairs under the same operator, so both kinds share one code.
         reffr_max_refs: references per Ref-FR pair.
         shared_content_prob: probability that a batch degrades the *same* ``M`` crops by all ``K``
             operators (instead of ``M`` fresh images per operator). Such a batch holds
@@ -271,13 +272,18 @@ class FacePairSampler:
         return lq
 
     def _reffr_pairs(self, params: Any) -> list[tuple[int, np.ndarray, np.ndarray]]:
-        """``M`` Ref-FR pairs for one operator: ``(image index, lq crop, Ref-FR crop)``.
+        """``M`` pairs for one operator, ``(image index, lq crop, hq crop)``: ``ceil(M / 2)`` Ref-FR pairs,
+        then GT pairs of plain images for the rest.
 
-        Image indices of Ref-FR faces follow those of ``images`` (``len(images) + k``).
+        Mixing both kinds under one operator label makes a Ref-FR pair and a GT pair of the same
+        operator positives of each other, so the code of a Ref-FR pair is pulled to the code a GT pair
+        gets (the codes the restorer learns from). Image indices of Ref-FR faces follow those of
+        ``images`` (``len(images) + k``).
         """
         out = []
         s = self.crop_size
-        for k in self.rng.choice(len(self._reffr_index), size=self.images_per_op, replace=False):
+        n_ref = (self.images_per_op + 1) // 2
+        for k in self.rng.choice(len(self._reffr_index), size=n_ref, replace=False):
             g, j = self._reffr_index[int(k)]
             group = self.reffr_faces[g]
             gt = group[j]
@@ -290,6 +296,9 @@ class FacePairSampler:
             top, left = int(self.rng.integers(h - s + 1)), int(self.rng.integers(w - s + 1))
             box = (slice(top, top + s), slice(left, left + s))
             out.append((len(self.images) + int(k), np.ascontiguousarray(lq_face[box]), np.ascontiguousarray(hq_face[box])))
+        for i in self.rng.choice(len(self.images), size=self.images_per_op - n_ref, replace=False):
+            gt = self._random_crop(self.images[i])
+            out.append((int(i), self.degrade(gt, self._realisation(params)), gt))
         return out
 
     def sample_batch(self) -> PairBatch:
