@@ -272,6 +272,8 @@ def test_reffr_pairs_restore_the_whole_face_from_other_photos_then_crop(ffhq):
     assert np.abs(b.lq.astype(int) - b.hq.astype(int)).mean() > 1.0
     again = FacePairSampler(ffhq[4:8], seed=0, **kw).sample_batch()
     assert np.array_equal(again.hq, b.hq) and np.array_equal(again.lq, b.lq), "deterministic from the seed"
+    only = FacePairSampler(ffhq[4:8], seed=0, **{**kw, "reffr_share": 1.0}).sample_batch()
+    assert (only.image_index >= 4).all() and len(calls) == 2 + 2 + 4, "reffr_share=1: Ref-FR pairs only"
     with pytest.raises(ValueError, match="reffr_faces"):
         FacePairSampler(ffhq, crop_size=32, reffr_prob=0.5)
     with pytest.raises(ValueError, match="at least 2 photos"):

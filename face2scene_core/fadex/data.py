@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
@@ -131,11 +132,12 @@ class FacePairSampler:
             photos per identity), the source of Ref-FR pairs; needs ``reffr``.
         reffr: a :class:`~face2scene_core.reffr.base.RefFR` whose ``restore(lq_face, references)``
             takes faces of that size.
-        reffr_prob: probability, per operator group, that half its ``M`` pairs are *Ref-FR pairs*: an
+        reffr_prob: probability, per operator group, that ``reffr_share`` of its ``M`` pairs are *Ref-FR pairs*: an
             aligned face degraded whole by the operator, restored by ``reffr`` from up to
             ``reffr_max_refs`` *other* photos of the same person, then LQ and Ref-FR output cropped at
-            the same place. This is the HQ FaDeX sees at inference (the paper trains on both kinds);
-            the other half are GT pairs under the same operator, so both kinds share one code.
+            the same place. This is the HQ FaDeX sees at inference (the paper trains on both kinds).
+        reffr_share: fraction of such a group made of Ref-FR pairs; the rest are GT pairs under the
+            same operator, so that both kinds of HQ are positives of each other and share one code.
         reffr_max_refs: references per Ref-FR pair.
         shared_content_prob: probability that a batch degrades the *same* ``M`` crops by all ``K``
             operators (instead of ``M`` fresh images per operator). Such a batch holds
@@ -163,6 +165,7 @@ class FacePairSampler:
         reffr: Any = None,
         reffr_prob: float = 0.0,
         reffr_max_refs: int = 2,
+        reffr_share: float = 0.5,
         seed: int = 0,
     ):
         if crop_size < 32:
@@ -195,6 +198,9 @@ class FacePairSampler:
         self.reffr = reffr
         self.reffr_prob = float(reffr_prob)
         self.reffr_max_refs = int(reffr_max_refs)
+        if not 0.0 < reffr_share <= 1.0:
+            raise ValueError(f"reffr_share must be in (0, 1], got {reffr_share}")
+        self.reffr_share = float(reffr_share)
         self._reffr_index = [(g, j) for g, group in enumerate(self.reffr_faces) for j in range(len(group))]
         if degradation is None or (presets is None and preset_prob > 0):
             from ..degradation import PRESETS, DegradationConfig, RealESRGANDegradation
@@ -272,8 +278,8 @@ class FacePairSampler:
         return lq
 
     def _reffr_pairs(self, params: Any) -> list[tuple[int, np.ndarray, np.ndarray]]:
-        """``M`` pairs for one operator, ``(image index, lq crop, hq crop)``: ``ceil(M / 2)`` Ref-FR pairs,
-        then GT pairs of plain images for the rest.
+        """``M`` pairs for one operator, ``(image index, lq crop, hq crop)``: ``ceil(M * reffr_share)``
+        Ref-FR pairs (at least one), then GT pairs of plain images for the rest.
 
         Mixing both kinds under one operator label makes a Ref-FR pair and a GT pair of the same
         operator positives of each other, so the code of a Ref-FR pair is pulled to the code a GT pair
@@ -282,7 +288,7 @@ class FacePairSampler:
         """
         out = []
         s = self.crop_size
-        n_ref = (self.images_per_op + 1) // 2
+        n_ref = max(1, math.ceil(self.images_per_op * self.reffr_share))
         for k in self.rng.choice(len(self._reffr_index), size=n_ref, replace=False):
             g, j = self._reffr_index[int(k)]
             group = self.reffr_faces[g]
@@ -296,7 +302,8 @@ class FacePairSampler:
             top, left = int(self.rng.integers(h - s + 1)), int(self.rng.integers(w - s + 1))
             box = (slice(top, top + s), slice(left, left + s))
             out.append((len(self.images) + int(k), np.ascontiguousarray(lq_face[box]), np.ascontiguousarray(hq_face[box])))
-        for i in self.rng.choice(len(self.images), size=self.images_per_op - n_ref, replace=False):
+        rest = self.images_per_op - n_ref
+        for i in self.rng.choice(len(self.images), size=rest, replace=False) if rest else ():
             gt = self._random_crop(self.images[i])
             out.append((int(i), self.degrade(gt, self._realisation(params)), gt))
         return out

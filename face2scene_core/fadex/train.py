@@ -78,6 +78,8 @@ class FaDeXTrainConfig:
                                      default_factory=lambda: ["deepface", "faceapi", "dlib"])
     reffr_split: str = _help("split JSON whose train_identities give the Ref-FR faces", default="configs/split.json")
     reffr_max_refs: int = _help("references per Ref-FR pair", default=2)
+    reffr_share: float = _help("fraction of a Ref-FR group made of Ref-FR pairs; the rest are GT pairs of the same "
+                               "operator (1.0: Ref-FR pairs only)", default=0.5)
     degradation: dict[str, Any] = _help("overrides of DegradationConfig fields", default_factory=dict)
     channels: tuple[int, ...] = _help("FaDeX stage widths", default=(64, 128, 256))
     blocks_per_stage: tuple[int, ...] = _help("FaDeX Conv-BN-LeakyReLU blocks per stage", default=(2, 2, 2))
@@ -118,6 +120,7 @@ class FaDeXTrainConfig:
             "reffr_prob": 0.0 <= self.reffr_prob <= 1.0,
             "reffr_size": self.reffr_size >= 64 and self.reffr_size >= self.crop_size,
             "reffr_max_refs": self.reffr_max_refs >= 1,
+            "reffr_share": 0.0 < self.reffr_share <= 1.0,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
@@ -277,7 +280,7 @@ def load_reffr_source(cfg: FaDeXTrainConfig) -> dict[str, Any]:
                 sum(len(g) for g in groups), cfg.reffr_size)
     reffr = ReferenceTransferRefFR.for_size(cfg.reffr_size)
     return {"reffr_faces": groups, "reffr": reffr,
-            "reffr_prob": cfg.reffr_prob, "reffr_max_refs": cfg.reffr_max_refs}
+            "reffr_prob": cfg.reffr_prob, "reffr_max_refs": cfg.reffr_max_refs, "reffr_share": cfg.reffr_share}
 
 
 def train_fadex(cfg: FaDeXTrainConfig, resume: bool = False, *, hq_fn: HQFn | None = None) -> Path:
