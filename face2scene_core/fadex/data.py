@@ -183,6 +183,8 @@ class FacePairSampler:
             raise ValueError(f"shared_content_prob must be in [0, 1], got {shared_content_prob}")
         if not 0.0 <= reffr_prob <= 1.0:
             raise ValueError(f"reffr_prob must be in [0, 1], got {reffr_prob}")
+        if not 0.0 < reffr_share <= 1.0:
+            raise ValueError(f"reffr_share must be in (0, 1], got {reffr_share}")
         self.reffr_faces = [list(group) for group in reffr_faces]
         if reffr_prob > 0:
             if reffr is None or not self.reffr_faces:
@@ -198,8 +200,6 @@ class FacePairSampler:
         self.reffr = reffr
         self.reffr_prob = float(reffr_prob)
         self.reffr_max_refs = int(reffr_max_refs)
-        if not 0.0 < reffr_share <= 1.0:
-            raise ValueError(f"reffr_share must be in (0, 1], got {reffr_share}")
         self.reffr_share = float(reffr_share)
         self._reffr_index = [(g, j) for g, group in enumerate(self.reffr_faces) for j in range(len(group))]
         if degradation is None or (presets is None and preset_prob > 0):
@@ -303,10 +303,25 @@ class FacePairSampler:
             box = (slice(top, top + s), slice(left, left + s))
             out.append((len(self.images) + int(k), np.ascontiguousarray(lq_face[box]), np.ascontiguousarray(hq_face[box])))
         rest = self.images_per_op - n_ref
-        for i in self.rng.choice(len(self.images), size=rest, replace=False) if rest else ():
-            gt = self._random_crop(self.images[i])
-            out.append((int(i), self.degrade(gt, self._realisation(params)), gt))
+        if rest:
+            out.extend(self._gt_pairs(self._fresh_crops(rest), params))
         return out
+
+    def _fresh_crops(self, n: int):
+        """``n`` different images drawn now; their crops are cut lazily, one per pair, so that crops and
+        noise seeds interleave in the generator stream (the order of earlier runs)."""
+        picks = self.rng.choice(len(self.images), size=n, replace=False)
+        return ((int(i), self._random_crop(self.images[i])) for i in picks)
+
+    def _gt_pairs(self, crops, params: Any):
+        """``(image index, lq, hq)`` for each ``(image index, clean crop)``: LQ = crop degraded by ``params``,
+        HQ = the clean crop (or ``hq_fn(lq, crop)``)."""
+        for i, gt in crops:
+            lq = self.degrade(gt, self._realisation(params))
+            hq = gt if self.hq_fn is None else np.asarray(self.hq_fn(lq, gt))
+            if hq.shape != gt.shape or hq.dtype != np.uint8:
+                raise ValueError(f"hq_fn must return uint8 {gt.shape}, got {hq.dtype} {hq.shape}")
+            yield i, lq, hq
 
     def sample_batch(self) -> PairBatch:
         """Draw the next batch (``K`` operators x ``M`` different images).
@@ -324,22 +339,10 @@ class FacePairSampler:
             label, params = self._sample_op()
             ops.append(params)
             if shared is None and self.reffr_prob > 0 and self.rng.random() < self.reffr_prob:
-                for i, lq, hq in self._reffr_pairs(params):
-                    lqs.append(lq)
-                    hqs.append(hq)
-                    labels.append(label)
-                    idxs.append(i)
-                continue
-            if shared is not None:
-                crops = iter(shared)
-            else:  # crops drawn one by one, interleaved with the noise seeds (the stream of earlier runs)
-                picks = self.rng.choice(len(self.images), size=self.images_per_op, replace=False)
-                crops = ((int(i), self._random_crop(self.images[i])) for i in picks)
-            for i, gt in crops:
-                lq = self.degrade(gt, self._realisation(params))
-                hq = gt if self.hq_fn is None else np.asarray(self.hq_fn(lq, gt))
-                if hq.shape != gt.shape or hq.dtype != np.uint8:
-                    raise ValueError(f"hq_fn must return uint8 {gt.shape}, got {hq.dtype} {hq.shape}")
+                pairs = self._reffr_pairs(params)
+            else:
+                pairs = self._gt_pairs(iter(shared) if shared is not None else self._fresh_crops(self.images_per_op), params)
+            for i, lq, hq in pairs:
                 lqs.append(lq)
                 hqs.append(hq)
                 labels.append(label)
