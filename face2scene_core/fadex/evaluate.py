@@ -12,7 +12,7 @@ For ``N`` clean faces and ``P`` degradation operators (the presets D1..D4, and s
 * ``matrix`` (P x P): mean cosine between operators p and q over *different* images only, so the
   face content cannot contribute;
 * ``top1_accuracy``: for each sample, is its nearest other sample (cosine) degraded by the same
-  operator? ``chance_top1`` is what random embeddings would score, ``nearest_is_same_image`` the
+  operator? (``top1_per_operator``: the same, per operator) ``chance_top1`` is what random embeddings would score, ``nearest_is_same_image`` the
   rate of the failure mode "nearest = same face, other degradation".
 
 Writes ``fadex_eval.json`` (the returned dict) and ``fadex_eval.png`` (preset heatmap and
@@ -99,6 +99,7 @@ def similarity_stats(emb: np.ndarray) -> dict[str, Any]:
         "gap": sd - si,
         "matrix": matrix.round(6).tolist(),
         "top1_accuracy": float((op_id[nearest] == op_id).mean()),
+        "top1_per_operator": [float((op_id[nearest] == op_id)[op_id == q].mean()) for q in range(p)],
         "nearest_is_same_image": float((img_id[nearest] == img_id).mean()),
         "chance_top1": (n - 1) / (n * p - 1),
         "_hist": {"same_degradation_different_image": sim[same_op & ~same_img], "same_image_different_degradation": sim[same_img & ~same_op]},

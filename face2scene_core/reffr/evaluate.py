@@ -348,12 +348,10 @@ def fadex_retrieval(op_names: Sequence[str], embeddings: Mapping[str, Sequence[n
         for name, idx in subsets.items():
             if len(idx) >= 2:
                 st = similarity_stats(grid[:, idx])
-                out[source][name] = {k: v for k, v in st.items() if not k.startswith("_") and k != "matrix"}
-        flat = grid.reshape(-1, grid.shape[-1]).astype(np.float64)
-        sim = flat @ flat.T
-        np.fill_diagonal(sim, -np.inf)
-        hit = (sim.argmax(axis=1) % p) == (np.arange(len(flat)) % p)  # row index = face * p + operator
-        out[source]["per_operator_top1"] = {n: float(hit.reshape(-1, p)[:, i].mean()) for i, n in enumerate(op_names)}
+                out[source][name] = {k: v for k, v in st.items()
+                                     if not k.startswith("_") and k not in ("matrix", "top1_per_operator")}
+                if name == "all":
+                    out[source]["per_operator_top1"] = dict(zip(op_names, st["top1_per_operator"]))
     if {"gt_hq", "reffr_hq"} <= set(embeddings) and "note" not in out["gt_hq"]:
         out["cross"] = _cross_retrieval(op_names, embeddings["reffr_hq"], embeddings["gt_hq"])
     return out
