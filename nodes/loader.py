@@ -53,12 +53,7 @@ def _load_restorer(backend: str, checkpoint: Path | None, adapter: Path | None, 
                 f"one of {folders.searched_folders(folders.FACE2SCENE_FOLDER)} and pick it as 'adapter'; "
                 "'(embedded)' is the CPU model's adapter and only works with the embedded backend."
             )
-        if read_adapter_spec(adapter).get("codec", {}).get("type") != "vae":
-            raise ArchitectureMismatchError(
-                f"adapter '{adapter.name}' was trained for the embedded model, not SD-Turbo; choose the embedded "
-                "backend, or an SD-Turbo adapter."
-            )
-        return load_sd_turbo_restorer(checkpoint, adapter)
+        return load_sd_turbo_restorer(checkpoint, adapter)  # refuses an embedded-model adapter
     path = adapter if adapter is not None else weights / "restorer.safetensors"
     if not path.is_file():
         raise WeightsNotFoundError(

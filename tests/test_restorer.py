@@ -353,6 +353,18 @@ def test_mismatched_adapters_raise_architecture_mismatch(small, sd_like, tmp_pat
         small.load_adapter(tmp_path / "missing.safetensors")
 
 
+def test_an_embedded_adapter_with_an_sd_turbo_checkpoint_is_refused(small, tmp_path):
+    from face2scene_core.restorer.adapter import restorer_from_adapter
+    from face2scene_core.restorer.sd_turbo import load_sd_turbo_restorer
+
+    path = small.save_adapter(tmp_path / "small.safetensors")
+    # refused from the adapter's metadata, before the (here absent) checkpoint is opened
+    with pytest.raises(ArchitectureMismatchError, match="embedded model, not SD-Turbo"):
+        restorer_from_adapter(path, sd_turbo=tmp_path / "sd_turbo.safetensors")
+    with pytest.raises(ArchitectureMismatchError, match="embedded model, not SD-Turbo"):
+        load_sd_turbo_restorer(tmp_path / "sd_turbo.safetensors", path)
+
+
 def test_adapter_holds_only_the_trained_parts(sd_like, tmp_path):
     from safetensors import safe_open
 

@@ -214,6 +214,11 @@ def restorer_from_adapter(path: str | Path, *, sd_turbo: str | Path | None = Non
             vae_lora_rank=(spec.get("vae_lora") or {}).get("rank"),
         )
     else:
+        if sd_turbo is not None:
+            raise ArchitectureMismatchError(
+                f"adapter '{path.name}' was trained for the embedded model, not SD-Turbo; choose the embedded "
+                "backend (no SD-Turbo checkpoint), or an SD-Turbo adapter."
+            )
         if not spec.get("train_unet_fully"):
             raise ArchitectureMismatchError(
                 f"adapter '{path}' holds no full UNet (LoRA only) and no base checkpoint type is known for "
