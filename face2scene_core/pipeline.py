@@ -74,7 +74,7 @@ class _Timer:
 
 
 def _to_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
-    return torch.tensor(image).permute(2, 0, 1)[None].float().div(255.0).to(device)
+    return torch.tensor(image).to(device).permute(2, 0, 1)[None].float().div(255.0)  # uint8 over the bus
 
 
 def _to_uint8(t: torch.Tensor) -> np.ndarray:
@@ -103,6 +103,7 @@ class Face2ScenePipeline:
         self._detector = detector
         self._embedder = embedder
         self.align_size = align_size
+        self._prepared: tuple[list, tuple] | None = None  # (reference arrays, prepare_references result)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -190,8 +191,13 @@ class Face2ScenePipeline:
         mode, index = ("index", int(face)) if str(face).lstrip("-").isdigit() else (str(face), None)
         if references:
             with timer("references"):
-                ref_aligned, ref_emb = prepare_references(list(references), self.detector, self.embedder,
-                                                          size=self.align_size)
+                # a gallery passes the same reference arrays for every photo: detect/align/embed them once
+                cached = self._prepared
+                if cached is None or len(cached[0]) != len(references) or any(
+                        a is not b for a, b in zip(cached[0], references)):
+                    result = prepare_references(list(references), self.detector, self.embedder, size=self.align_size)
+                    self._prepared = cached = (list(references), result)
+                ref_aligned, ref_emb = cached[1]
         if mode == "reference" and not references:
             mode = "largest"
         scores = None

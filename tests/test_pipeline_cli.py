@@ -79,6 +79,22 @@ def test_degradation_tokens_follow_the_degradation(pipe, person):
     assert not np.allclose(a, b, atol=1e-4)
 
 
+def test_references_are_prepared_once_for_a_gallery(pipe, person, monkeypatch):
+    import face2scene_core.faces.select as select
+
+    clean, lq, refs = person
+    refs = [r.copy() for r in refs]  # arrays this module's pipeline has not seen yet
+    gt_face = np.zeros((512, 512, 3), np.uint8)
+    calls = []
+    real = select.prepare_references
+    monkeypatch.setattr(select, "prepare_references", lambda *a, **k: calls.append(1) or real(*a, **k))
+    first = pipe(lq, refs, hq_face=gt_face).report["face_used"]
+    again = pipe(degrade_image(clean, PRESETS["D3"]), refs, hq_face=gt_face).report["face_used"]
+    assert len(calls) == 1 and first["identity_scores"] is not None
+    pipe(lq, [r.copy() for r in refs], hq_face=gt_face)  # other reference arrays: prepared anew
+    assert len(calls) == 2 and again["reason"].startswith("best match to the 2 reference(s)")
+
+
 def test_no_face_is_an_error_unless_fallback_is_asked(pipe):
     photo = load_image(NO_FACE)
     with pytest.raises(NoFaceError, match="no face"):
