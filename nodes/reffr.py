@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,8 +49,14 @@ def load_face_model(path: Path):
     return descriptor
 
 
-def _run_face_model(descriptor, faces: list[np.ndarray]) -> list[np.ndarray]:
-    patcher = new_patcher(descriptor.model)
+def face_model_with_patcher(path: Path) -> tuple[Any, Any]:
+    """``(spandrel descriptor, ModelPatcher)`` of a face-restoration file, for callers that keep them across runs."""
+    descriptor = load_face_model(path)
+    return descriptor, new_patcher(descriptor.model)
+
+
+def _run_face_model(descriptor, faces: list[np.ndarray], patcher=None) -> list[np.ndarray]:
+    patcher = patcher if patcher is not None else new_patcher(descriptor.model)
     module = loaded(patcher)  # the descriptor's own model, now on ComfyUI's device
     dtype = next(module.parameters()).dtype
     out = []
@@ -61,7 +68,7 @@ def _run_face_model(descriptor, faces: list[np.ndarray]) -> list[np.ndarray]:
 
 
 def restore_faces(faces: Faces, backend: str, model_path: Path | None = None,
-                  restored: torch.Tensor | None = None) -> list[np.ndarray | None]:
+                  restored: torch.Tensor | None = None, face_model: tuple[Any, Any] | None = None) -> list[np.ndarray | None]:
     """Ref-FR for every entry with a face: ``uint8 (512, 512, 3)`` restored aligned faces (``None`` where no face).
 
     Args:
@@ -69,6 +76,7 @@ def restore_faces(faces: Faces, backend: str, model_path: Path | None = None,
         backend: ``"embedded"`` (the package's offline Ref-FR, uses ``faces.references``), ``"model file"``
             (``model_path``, through spandrel) or ``"restored faces input"`` (``restored``: IMAGE with one face
             per image of the batch, any square size, from any other node).
+        face_model: for ``"model file"``, the already loaded ``face_model_with_patcher(model_path)``.
     """
     from ..face2scene_core.reffr.given import GivenFaceRefFR
 
@@ -85,7 +93,8 @@ def restore_faces(faces: Faces, backend: str, model_path: Path | None = None,
                              "give one restored face per photo, in the order of 'aligned_faces'")
         hq = [GivenFaceRefFR(g, size=faces.size).restore(e.aligned) for g, e in zip(given, faces.entries) if e.has_face]
     elif backend == "model file":
-        hq = _run_face_model(load_face_model(model_path), todo) if todo else []
+        descriptor, patcher = face_model if face_model is not None else (load_face_model(model_path), None)
+        hq = _run_face_model(descriptor, todo, patcher) if todo else []
     else:
         from ..face2scene_core.reffr import default_reffr
 
@@ -137,4 +146,4 @@ class Face2SceneRefFR:
         return (faces_image(faces, hq),)
 
 
-__all__ = ["BACKENDS", "Face2SceneRefFR", "faces_image", "load_face_model", "restore_faces"]
+__all__ = ["BACKENDS", "Face2SceneRefFR", "face_model_with_patcher", "faces_image", "load_face_model", "restore_faces"]

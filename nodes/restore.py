@@ -10,7 +10,7 @@ import torch
 from .degradation import degradation_tokens, extract_degradation
 from .faces import REFERENCES_TOOLTIP, detect_faces, make_detector, make_embedder, prepare_references
 from .images import from_chw, to_arrays, to_chw, to_image
-from .reffr import faces_image, restore_faces
+from .reffr import face_model_with_patcher, faces_image, restore_faces
 from .types import CATEGORY, FACES, MODEL, TOKENS, Faces, Tokens
 
 COLOR_FIXES = ("wavelet", "adain", "none")
@@ -175,7 +175,9 @@ class Face2SceneRestore:
                              prepared=prepared)
         path = folders.resolve_model_file(folders.FACERESTORE_FOLDER, face_model, "face-restoration model") \
             if reffr == "model file" else None
-        hq = restore_faces(found, reffr, path)
+        # a gallery runs this node once per photo: keep the face model (and its patcher) between photos
+        loaded_model = model.latest("face_model", str(path), lambda: face_model_with_patcher(path)) if path else None
+        hq = restore_faces(found, reffr, path, face_model=loaded_model)
         tokens = degradation_tokens(model, extract_degradation(model, found, hq))
         restored = restore_images(model, image, tokens, cfg_scale=cfg_scale, tile_size=tile_size,
                                   tile_overlap=tile_overlap, color_fix=color_fix,

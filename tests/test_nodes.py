@@ -178,7 +178,7 @@ def _tiny_restoreformer(path: Path) -> None:
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, path)
 
 
-def test_reffr_face_model_file_through_spandrel(comfy_runtime, pack, portrait_faces, tmp_path):
+def test_reffr_face_model_file_through_spandrel(comfy_runtime, pack, model, portrait_faces, tmp_path, monkeypatch):
     pytest.importorskip("spandrel", reason="the Ref-FR 'model file' backend loads files with spandrel (pip install "
                                            "spandrel; ComfyUI itself ships it since mid-2024)")
     folder = tmp_path / "facerestore_models"
@@ -201,6 +201,18 @@ def test_reffr_face_model_file_through_spandrel(comfy_runtime, pack, portrait_fa
         call(face_model="upscaler.safetensors")
     with pytest.raises(pack.errors.WeightsNotFoundError, match="Folders searched: .*facerestore_models"):
         call(face_model="codeformer.safetensors")
+    # the all-in-one node, run once per photo of a gallery, loads the face model file once
+    loads = []
+    real_load = pack.reffr.load_face_model
+    monkeypatch.setattr(pack.reffr, "load_face_model", lambda path: loads.append(path) or real_load(path))
+    image = image_of(photo(pf.OLD_PHOTO)[20:148, 41:169])
+    for _ in range(2):
+        out, faces_out, _ = comfy_runtime.call_node(
+            "Face2SceneRestore", model=model, image=image, face="largest", index=0, detector="retinaface",
+            min_face_size=32, if_no_face="error", reffr="model file", face_model="tiny_restoreformer.safetensors",
+            cfg_scale=1.07, tile_size=0, tile_overlap=64, color_fix="none", paste_face=False)
+        assert tuple(out.shape) == tuple(image.shape) and tuple(faces_out.shape) == (1, 512, 512, 3)
+    assert len(loads) == 1
 
 
 # ----------------------------------------------------------------------------------------- FaDeX, MapNet
