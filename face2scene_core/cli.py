@@ -164,14 +164,15 @@ def _cmd_eval_fadex(args: argparse.Namespace) -> int:
     from .errors import InputImageError, WeightsNotFoundError
     from .fadex.evaluate import evaluate_fadex
     from .fadex.model import FaDeX
-    from .imageio import list_images
+    from .imageio import IMAGE_SUFFIXES, list_images
 
     if not (Path(args.weights) / "config.json").is_file():
         raise WeightsNotFoundError(f"no FaDeX weights in '{args.weights}' (expected config.json + safetensors).")
     images: list[Path] = []
     for pattern in args.images:
         p = Path(pattern)
-        images += list_images(p) if p.is_dir() else [Path(m) for m in sorted(glob.glob(pattern))]
+        images += list_images(p) if p.is_dir() else [
+            Path(m) for m in sorted(glob.glob(pattern)) if Path(m).suffix.lower() in IMAGE_SUFFIXES]
     if len(images) < 2:
         raise InputImageError(f"eval-fadex needs at least 2 face images, found {len(images)} in {args.images}.")
     model = FaDeX.from_pretrained(args.weights, use_safetensors=True).eval()

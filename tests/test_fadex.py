@@ -435,3 +435,21 @@ def test_evaluate_tells_degradation_from_content_encoders(tmp_path, ffhq):
     content = evaluate_fadex(_ContentOnly(**TINY_MODEL), ffhq[:4], tmp_path / "c", n_random_ops=0, max_side=96)["presets"]
     assert aware["gap"] > 0.1 and aware["top1_accuracy"] > 2 * aware["chance_top1"]
     assert content["gap"] < 0 and content["top1_accuracy"] == 0.0 and content["nearest_is_same_image"] == 1.0
+
+
+def test_eval_fadex_cli_reads_only_the_images_a_glob_matches(tmp_path, ffhq):
+    import shutil
+
+    from face2scene_core.cli import main
+
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    for p in ffhq[:3]:
+        shutil.copy(p, faces / p.name)
+    (faces / "notes.json").write_text("{}")  # matched by the glob, not an image
+    _tiny().save_pretrained(tmp_path / "fadex")
+    rc = main(["eval-fadex", "--weights", str(tmp_path / "fadex"), "--images", str(faces / "*"),
+               "-o", str(tmp_path / "out")])
+    report = json.loads((tmp_path / "out" / "fadex_eval.json").read_text())
+    assert rc == 0 and report["n_images"] == 3 and not any(n.endswith(".json") for n in report["image_names"])
+    assert len(report["presets"]["top1_per_operator"]) == 4
