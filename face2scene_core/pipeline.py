@@ -157,7 +157,7 @@ class Face2ScenePipeline:
         if self._reffr is None:
             from .reffr import default_reffr
 
-            self._reffr = default_reffr()
+            self._reffr = default_reffr(self.align_size)
         return self._reffr
 
     # ------------------------------------------------------------------ steps

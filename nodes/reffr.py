@@ -98,7 +98,7 @@ def restore_faces(faces: Faces, backend: str, model_path: Path | None = None,
     else:
         from ..face2scene_core.reffr import default_reffr
 
-        reffr = default_reffr()
+        reffr = default_reffr(faces.size)
         hq = [reffr.restore(face, faces.references) for face in todo]
     it = iter(hq)
     return [next(it) if e.has_face else None for e in faces.entries]

@@ -1,19 +1,39 @@
 """Reference-based face restorers (Ref-FR): the interface and the implementations shipped offline."""
 
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+
 from .base import RefFR
 from .given import GivenFaceRefFR
+from .refine import RefinedRefFR, RefineNet
 from .transfer import ReferenceTransferRefFR
+
+logger = logging.getLogger(__name__)
 
 #: Ref-FR implementations that work offline, by name (a model the user brings plugs into ``RefFR``).
 REFFR_BACKENDS: dict[str, type[RefFR]] = {
     "reference-transfer": ReferenceTransferRefFR,
+    "reference-transfer+refine": RefinedRefFR,
     "given": GivenFaceRefFR,
 }
 
-
-def default_reffr() -> RefFR:
-    """The embedded offline Ref-FR: reference detail transfer (no weights, CPU)."""
-    return ReferenceTransferRefFR()
+#: Folder of the shipped refiner weights (``RefineNet``, safetensors).
+EMBEDDED_REFINER_DIR = Path(__file__).resolve().parent.parent / "weights" / "reffr_refine"
 
 
-__all__ = ["RefFR", "GivenFaceRefFR", "ReferenceTransferRefFR", "REFFR_BACKENDS", "default_reffr"]
+@functools.lru_cache(maxsize=4)
+def default_reffr(size: int = 512) -> RefFR:
+    """The embedded offline Ref-FR for ``size`` px faces: reference detail transfer followed by the shipped
+    refiner (:class:`RefinedRefFR`); the transfer alone if the refiner weights are missing (logged).
+    Cached: every caller shares one instance per size (it holds no per-face state)."""
+    if (EMBEDDED_REFINER_DIR / "config.json").is_file():
+        return RefinedRefFR.from_pretrained(EMBEDDED_REFINER_DIR, size=size)
+    logger.warning("no refiner weights in %s; the embedded Ref-FR runs the reference transfer alone", EMBEDDED_REFINER_DIR)
+    return ReferenceTransferRefFR.for_size(size)
+
+
+__all__ = ["RefFR", "GivenFaceRefFR", "ReferenceTransferRefFR", "RefinedRefFR", "RefineNet", "REFFR_BACKENDS",
+           "default_reffr", "EMBEDDED_REFINER_DIR"]

@@ -404,6 +404,7 @@ def _format(report: dict) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from . import EMBEDDED_REFINER_DIR
     from .transfer import ReferenceTransferRefFR
 
     ap = argparse.ArgumentParser(prog="python -m face2scene_core.reffr.evaluate", description=__doc__.split("\n\n")[0])
@@ -419,6 +420,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=512, help="aligned face side, px (default %(default)s)")
     ap.add_argument("--fadex", default=None, metavar="DIR",
                     help="FaDeX weights folder for the operator-retrieval check (default: the embedded FaDeX; 'none' skips it)")
+    ap.add_argument("--refiner", default=None, metavar="DIR",
+                    help="RefineNet weights folder run after the reference transfer (default: the embedded refiner; "
+                         "'none' evaluates the transfer alone)")
     ap.add_argument("--examples", type=int, default=0, metavar="N", help="save N LQ|HQ|GT strips under OUT/examples (default 0)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -427,7 +431,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     sources = tuple(s.strip() for s in args.sources.split(",") if s.strip())
     ids = load_heldout_faces(args.datasets, args.split, sources=sources, size=args.size)
     ops = default_degrade_ops(args.n_random, args.seed)
-    reffr = ReferenceTransferRefFR.for_size(args.size)
+    if (args.refiner or "").lower() == "none":
+        reffr = ReferenceTransferRefFR.for_size(args.size)
+    else:
+        from .refine import RefinedRefFR
+
+        reffr = RefinedRefFR.from_pretrained(args.refiner or EMBEDDED_REFINER_DIR, size=args.size)
     fadex = None
     if (args.fadex or "").lower() != "none":
         from ..fadex.model import FaDeX
