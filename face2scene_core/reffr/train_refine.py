@@ -35,6 +35,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..config import load_config, to_dict
+from ..degradation import DegradationConfig
 from ..errors import ConfigError
 from ..imageio import write_bytes_atomic
 from .refine import RefineNet
@@ -60,6 +61,9 @@ class RefineTrainConfig:
     ops_per_face: int = _help("random operators per identity face (per size)", default=8)
     ops_per_ffhq: int = _help("random operators per FFHQ face", default=2)
     max_refs: int = _help("references per identity face (its other photos)", default=3)
+    light_prob: float = _help("share of cases degraded by a light operator (x2, mild blur / noise / JPEG: "
+                              "LIGHT_DEGRADATION) instead of the Real-ESRGAN x4 one, so nearly clean faces "
+                              "are left alone", default=0.0)
     channels: list[int] = _help("RefineNet widths at 1/2 and 1/4 size", default_factory=lambda: [48, 96])
     blocks: list[int] = _help("RefineNet residual blocks per level", default_factory=lambda: [2, 4])
     crop_size: int = _help("training crop side, px (multiple of 4)", default=128)
@@ -74,10 +78,19 @@ class RefineTrainConfig:
 
 # ------------------------------------------------------------------------------------------------ pool
 
+#: The light operator of ``light_prob``: x2 instead of x4, mild blur, little noise, high JPEG quality.
+LIGHT_DEGRADATION = DegradationConfig(
+    scale=2, blur_sigma=(0.2, 1.0), blur_sigma2=(0.2, 0.8), noise_range=(1.0, 6.0), noise_range2=(1.0, 5.0),
+    poisson_scale_range=(0.05, 0.5), poisson_scale_range2=(0.05, 0.5), jpeg_range=(70.0, 95.0),
+    jpeg_range2=(70.0, 95.0), resize_range=(0.6, 1.2), resize_range2=(0.7, 1.2),
+)
+
 
 def _pool_key(cfg: RefineTrainConfig, size: int) -> str:
     keys = {"size": size, "ffhq": cfg.ffhq, "split": cfg.split, "ops_per_face": cfg.ops_per_face,
             "ops_per_ffhq": cfg.ops_per_ffhq, "max_refs": cfg.max_refs, "seed": cfg.seed}
+    if cfg.light_prob:
+        keys["light_prob"] = cfg.light_prob
     return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -89,7 +102,7 @@ def build_pool(cfg: RefineTrainConfig, size: int, *, progress: bool = True) -> d
     from .evaluate import load_heldout_faces
 
     rng = np.random.default_rng([cfg.seed, size])
-    deg = RealESRGANDegradation()
+    deg, light = RealESRGANDegradation(), RealESRGANDegradation(LIGHT_DEGRADATION)
     reffr = ReferenceTransferRefFR.for_size(size)
     jobs: list[tuple[np.ndarray, list[np.ndarray]]] = []
     ids = load_heldout_faces(split_path=cfg.split, size=size, split_key="train_identities")
@@ -114,7 +127,8 @@ def build_pool(cfg: RefineTrainConfig, size: int, *, progress: bool = True) -> d
     transfer_log.setLevel(logging.WARNING)  # the no-reference path logs once per face otherwise
     try:
         for n, (gt, refs) in enumerate(tqdm(jobs, desc=f"refiner pool {size}px", disable=not progress)):
-            lq = degrade_image(gt, deg.sample(rng))
+            op = light.sample(rng) if cfg.light_prob and rng.random() < cfg.light_prob else deg.sample(rng)
+            lq = degrade_image(gt, op)
             out["lq"][n], out["gt"][n] = lq, gt
             out["hq"][n] = reffr.restore_with_info(lq, refs)[0]
     finally:
