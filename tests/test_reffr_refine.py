@@ -125,3 +125,16 @@ def test_trainer_resumes_to_the_same_weights_as_an_uninterrupted_run(tmp_path):
     assert any(np.any(v.numpy() != 0) for k, v in wa.items() if k.startswith("out."))  # it learned something
     net = RefineNet.from_pretrained(str(final_a), use_safetensors=True)
     assert tuple(net.config.channels) == (8, 16)
+
+
+def test_light_operators_degrade_less_than_the_default_ones():
+    """light_prob's operators (x2, mild) leave faces much closer to the clean face than Real-ESRGAN x4's."""
+    from face2scene_core.degradation import RealESRGANDegradation, degrade_image
+    from face2scene_core.metrics.quality import psnr
+    from face2scene_core.reffr.train_refine import LIGHT_DEGRADATION
+
+    gt = _ffhq(81)
+    rng = np.random.default_rng(0)
+    light = [psnr(degrade_image(gt, RealESRGANDegradation(LIGHT_DEGRADATION).sample(rng)), gt) for _ in range(8)]
+    heavy = [psnr(degrade_image(gt, RealESRGANDegradation().sample(rng)), gt) for _ in range(8)]
+    assert np.median(light) > np.median(heavy) + 2.0, (light, heavy)
