@@ -84,8 +84,8 @@ def test_shipped_refiner_brings_heldout_faces_closer_to_the_ground_truth():
             lq = degrade_image(gt, PRESETS[op])
             ref = gt[:, ::-1].copy()  # the mirrored face as its reference (no other photo of the person)
             gains.append(psnr(refined.restore(lq, [ref]), gt) - psnr(transfer.restore(lq, [ref]), gt))
-    assert np.mean(gains) > 0.2, gains
-    assert np.mean(np.array(gains) > 0) >= 0.75, gains
+    assert np.mean(gains) > 0.5, gains  # measured: +1.32 dB, every one of the 12 cases better
+    assert min(gains) > 0, gains
 
 
 def _tiny_config(tmp_path: Path, steps: int) -> RefineTrainConfig:
