@@ -138,3 +138,11 @@ def test_light_operators_degrade_less_than_the_default_ones():
     light = [psnr(degrade_image(gt, RealESRGANDegradation(LIGHT_DEGRADATION).sample(rng)), gt) for _ in range(8)]
     heavy = [psnr(degrade_image(gt, RealESRGANDegradation().sample(rng)), gt) for _ in range(8)]
     assert np.median(light) > np.median(heavy) + 2.0, (light, heavy)
+
+
+def test_resume_with_another_network_or_pool_is_refused(tmp_path):
+    cfg = _tiny_config(tmp_path, 2)
+    train_refine(cfg)
+    cfg.channels = [16, 32]
+    with pytest.raises(ConfigError, match="config changed in channels"):
+        train_refine(cfg, resume=True)

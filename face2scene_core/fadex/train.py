@@ -180,6 +180,32 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, str])
     return {"state": state, "param_groups": json.loads(meta["param_groups"])}
 
 
+def save_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:
+    """The optimizer state as one safetensors file (tensors + JSON metadata; no pickle)."""
+    tensors, meta = _flatten_optimizer(optimizer.state_dict())
+    save_file(tensors, str(path), metadata=meta)
+
+
+def load_optimizer(path: Path, optimizer: torch.optim.Optimizer, device: str | torch.device = "cpu") -> None:
+    """Inverse of :func:`save_optimizer`."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        meta = fh.metadata()
+    optimizer.load_state_dict(_unflatten_optimizer(load_file(str(path), device=str(device)), meta))
+
+
+def check_resumable(path: Path, saved: dict, now: dict, allowed: set[str]) -> None:
+    """ConfigError naming the keys (outside ``allowed``) whose values differ between the checkpoint's config
+    ``saved`` and the current one ``now``: resuming would not continue the same run."""
+    changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k not in allowed)
+    if changed:
+        raise ConfigError(
+            f"cannot resume from '{path}': the config changed in {', '.join(changed)} "
+            f"(saved: {', '.join(f'{k}={saved.get(k)!r}' for k in changed)}). Use the same config, or a new output_dir."
+        )
+
+
 def list_checkpoints(output_dir: str | Path) -> list[Path]:
     """Complete checkpoints of a run, oldest first."""
     root = Path(output_dir) / "checkpoints"
@@ -203,8 +229,7 @@ def save_checkpoint(path: Path, *, moco: MoCoFaDeX, optimizer: torch.optim.Optim
          "queue_ptr": moco.queue_ptr.cpu().contiguous()},
         str(tmp / "state.safetensors"),
     )
-    opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
-    save_file(opt_tensors, str(tmp / "optimizer.safetensors"), metadata=opt_meta)
+    save_optimizer(tmp / "optimizer.safetensors", optimizer)
     trainer_state = {"step": step, "sampler": sampler.state_dict(), "config": to_dict(cfg)}
     (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=1))
     if path.exists():
@@ -218,24 +243,14 @@ def load_checkpoint(path: Path, *, moco: MoCoFaDeX, optimizer: torch.optim.Optim
     """Restore everything :func:`save_checkpoint` wrote; returns the step. Config changes that would
     break exactness (anything but steps, logging, checkpointing, output and eval keys) are a ConfigError."""
     state = json.loads((path / "trainer_state.json").read_text())
-    saved, now = state["config"], to_dict(cfg)
-    changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k not in RESUMABLE_CHANGES)
-    if changed:
-        raise ConfigError(
-            f"cannot resume from '{path}': the config changed in {', '.join(changed)} "
-            f"(saved: {', '.join(f'{k}={saved.get(k)!r}' for k in changed)}). Use the same config, or a new output_dir."
-        )
+    check_resumable(path, state["config"], to_dict(cfg), RESUMABLE_CHANGES)
     device = moco.queue.device
     moco.encoder_q.load_state_dict(load_file(str(path / "encoder" / WEIGHTS_NAME), device=str(device)))
     moco.encoder_k.load_state_dict(load_file(str(path / "key_encoder" / WEIGHTS_NAME), device=str(device)))
     buffers = load_file(str(path / "state.safetensors"), device=str(device))
     for name in ("queue", "queue_labels", "queue_ptr"):
         getattr(moco, name).copy_(buffers[name])
-    from safetensors import safe_open
-
-    with safe_open(str(path / "optimizer.safetensors"), framework="pt") as fh:
-        meta = fh.metadata()
-    optimizer.load_state_dict(_unflatten_optimizer(load_file(str(path / "optimizer.safetensors"), device=str(device)), meta))
+    load_optimizer(path / "optimizer.safetensors", optimizer, device)
     sampler.load_state_dict(state["sampler"])
     return int(state["step"])
 

@@ -25,27 +25,22 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 
 from ..config import load_config, to_dict
 from ..degradation import DegradationConfig
 from ..errors import ConfigError
-from ..imageio import write_bytes_atomic
+from ..fadex.train import _help, check_resumable, load_optimizer, save_optimizer
+from ..imageio import load_image, write_bytes_atomic
 from .refine import RefineNet
 from .transfer import ReferenceTransferRefFR
 
 logger = logging.getLogger(__name__)
-
-
-def _help(text: str, **kwargs: Any) -> Any:
-    return field(metadata={"help": text}, **kwargs)
 
 
 @dataclass
@@ -75,6 +70,9 @@ class RefineTrainConfig:
     log_every: int = _help("steps between metrics.jsonl lines", default=25)
     num_threads: int = _help("torch CPU threads (0 = torch's default)", default=0)
 
+
+#: Config keys that may change between a run and its ``--resume`` (anything else would not continue the same run).
+RESUMABLE_CHANGES = {"steps", "checkpoint_every", "log_every", "output_dir", "num_threads"}
 
 # ------------------------------------------------------------------------------------------------ pool
 
@@ -114,7 +112,7 @@ def build_pool(cfg: RefineTrainConfig, size: int, *, progress: bool = True) -> d
     if size == 256:
         for pattern in cfg.ffhq:
             for path in sorted(glob.glob(pattern)):
-                img = cv2.cvtColor(cv2.imread(path, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+                img = load_image(path)
                 if img.shape[:2] != (size, size):
                     img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
                 jobs += [(img, [])] * cfg.ops_per_ffhq
@@ -171,15 +169,12 @@ def _sample(pools: list[dict[str, np.ndarray]], rng: np.random.Generator, crop: 
 
 
 def _save(path: Path, net: RefineNet, opt: torch.optim.Optimizer, step: int, rng: np.random.Generator, cfg: RefineTrainConfig) -> None:
-    from ..fadex.train import _flatten_optimizer
-
     tmp = path.with_name(f".{path.name}.tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     net.save_pretrained(tmp / "model", safe_serialization=True)
-    tensors, meta = _flatten_optimizer(opt.state_dict())
-    save_file(tensors, str(tmp / "optimizer.safetensors"), metadata=meta)
+    save_optimizer(tmp / "optimizer.safetensors", opt)
     (tmp / "trainer_state.json").write_text(json.dumps({"step": step, "rng": rng.bit_generator.state, "config": to_dict(cfg)}))
     if path.exists():
         shutil.rmtree(path)
@@ -199,8 +194,6 @@ def lr_at(cfg: RefineTrainConfig, step: int) -> float:
 
 def train_refine(cfg: RefineTrainConfig, resume: bool = False) -> Path:
     """Build the pools, train, write ``<output_dir>/final``; returns that folder."""
-    from ..fadex.train import _unflatten_optimizer
-
     if cfg.crop_size % 4 or cfg.crop_size < 32:
         raise ConfigError(f"crop_size must be a multiple of 4 and >= 32, got {cfg.crop_size}")
     if any(s < cfg.crop_size for s in cfg.sizes):
@@ -212,25 +205,23 @@ def train_refine(cfg: RefineTrainConfig, resume: bool = False) -> Path:
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
     pools = [load_or_build_pool(cfg, s) for s in cfg.sizes]
-    torch.manual_seed(cfg.seed)
-    net = RefineNet(channels=tuple(cfg.channels), blocks=tuple(cfg.blocks))
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     rng = np.random.default_rng(cfg.seed)
     step = 0
-    ckpts = _checkpoints(out)
-    if resume and ckpts:
+    ckpts = _checkpoints(out) if resume else []
+    if ckpts:
         last = ckpts[-1]
         state = json.loads((last / "trainer_state.json").read_text())
+        check_resumable(last, state["config"], to_dict(cfg), RESUMABLE_CHANGES)
         net = RefineNet.from_pretrained(str(last / "model"), use_safetensors=True)
         opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-        from safetensors import safe_open
-
-        with safe_open(str(last / "optimizer.safetensors"), "pt") as f:
-            meta = f.metadata()
-        opt.load_state_dict(_unflatten_optimizer(load_file(str(last / "optimizer.safetensors")), meta))
+        load_optimizer(last / "optimizer.safetensors", opt)
         step = int(state["step"])
         rng.bit_generator.state = state["rng"]
         logger.info("resumed from %s (step %d)", last, step)
+    else:
+        torch.manual_seed(cfg.seed)
+        net = RefineNet(channels=tuple(cfg.channels), blocks=tuple(cfg.blocks))
+        opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=1))
     net.train()
     metrics = out / "metrics.jsonl"
