@@ -22,7 +22,9 @@ from face2scene_core.degradation import degrade_image  # noqa: E402
 from face2scene_core.fadex.model import FaDeX  # noqa: E402
 from face2scene_core.pipeline import EMBEDDED_DIR  # noqa: E402
 from face2scene_core.reffr import default_reffr  # noqa: E402
-from face2scene_core.reffr.evaluate import default_degrade_ops, fadex_retrieval, load_heldout_faces  # noqa: E402
+from face2scene_core.reffr.evaluate import (  # noqa: E402
+    default_degrade_ops, fadex_retrieval, heldout_cases, load_heldout_faces,
+)
 from face2scene_core.reffr.transfer import ReferenceTransferRefFR  # noqa: E402
 
 
@@ -34,15 +36,12 @@ def main() -> None:
     ops = default_degrade_ops(4, 0)
     transfer, shipped = ReferenceTransferRefFR.for_size(args.size), default_reffr(args.size)
     grid: dict[str, list[np.ndarray]] = {k: [] for k in ("lq", "gt", "transfer", "shipped")}
-    for ident in sorted(ids):  # the order of evaluate_reffr: faces outer, operators inner
-        items = ids[ident]
-        for g in range(min(2, len(items))):
-            refs = [it.image for j, it in enumerate(items) if j != g][:3]
-            for op in ops.values():
-                lq = degrade_image(items[g].image, op)
-                for key, img in (("lq", lq), ("gt", items[g].image), ("transfer", transfer.restore(lq, refs)),
-                                 ("shipped", shipped.restore(lq, refs))):
-                    grid[key].append(img)
+    for _, gt_face, ref_faces, op_name in heldout_cases(ids, ops):
+        refs = [r.image for r in ref_faces]
+        lq = degrade_image(gt_face.image, ops[op_name])
+        for key, img in (("lq", lq), ("gt", gt_face.image), ("transfer", transfer.restore(lq, refs)),
+                         ("shipped", shipped.restore(lq, refs))):
+            grid[key].append(img)
     gt = np.stack(grid["gt"]).astype(np.float32)
     tr = np.stack(grid["transfer"]).astype(np.float32)
     variants = {

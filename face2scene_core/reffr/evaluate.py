@@ -214,6 +214,25 @@ def summarise(records: Sequence[dict]) -> dict:
     return out
 
 
+def heldout_cases(
+    identities: Mapping[str, Sequence[HeldoutFace]], degrade_ops: Mapping[str, object], *,
+    gt_per_identity: int = 2, max_refs: int = 3,
+) -> list[tuple[str, HeldoutFace, list[HeldoutFace], str]]:
+    """The evaluation grid, ``(identity, GT face, reference faces, operator name)`` per case: identities
+    sorted, the first ``gt_per_identity`` photos of each in turn as GT with up to ``max_refs`` of the
+    others as references, every operator of ``degrade_ops`` (faces outer, operators inner)."""
+    jobs = []
+    for ident in sorted(identities):
+        items = list(identities[ident])
+        if len(items) < 2:
+            raise ValueError(f"identity {ident!r} has {len(items)} photo(s); at least 2 are needed")
+        for g in range(min(gt_per_identity, len(items))):
+            refs = [it for j, it in enumerate(items) if j != g][:max_refs]
+            for op_name in degrade_ops:
+                jobs.append((ident, items[g], refs, op_name))
+    return jobs
+
+
 def evaluate_reffr(
     reffr: RefFR,
     identities: Mapping[str, Sequence[HeldoutFace]],
@@ -260,15 +279,7 @@ def evaluate_reffr(
     if not degrade_ops:
         raise ValueError("degrade_ops is empty; pass at least one operator (see default_degrade_ops)")
     embedder = embedder if embedder is not None else get_embedder("dlib")
-    jobs = []
-    for ident in sorted(identities):
-        items = list(identities[ident])
-        if len(items) < 2:
-            raise ValueError(f"identity {ident!r} has {len(items)} photo(s); at least 2 are needed")
-        for g in range(min(gt_per_identity, len(items))):
-            refs = [it for j, it in enumerate(items) if j != g][:max_refs]
-            for op_name in degrade_ops:
-                jobs.append((ident, items[g], refs, op_name))
+    jobs = heldout_cases(identities, degrade_ops, gt_per_identity=gt_per_identity, max_refs=max_refs)
 
     every = max(1, math.ceil(len(jobs) / max_examples)) if max_examples > 0 else 0
     records: list[dict] = []
