@@ -23,13 +23,13 @@ from ..config import to_dict as _config_to_dict
 from ..errors import ConfigError
 
 KernelKind = Literal[
-    "iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso", "sinc"
+    "iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso", "sinc", "motion"
 ]
 ResizeMode = Literal["area", "bilinear", "bicubic"]
 FinalOrder = Literal["resize_first", "jpeg_first"]
 
 KERNEL_KINDS: tuple[str, ...] = (
-    "iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso", "sinc"
+    "iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso", "sinc", "motion"
 )
 RESIZE_MODES: tuple[str, ...] = ("area", "bilinear", "bicubic")
 FINAL_ORDERS: tuple[str, ...] = ("resize_first", "jpeg_first")
@@ -45,8 +45,9 @@ class KernelParams:
 
     Args:
         kind: one of ``iso``, ``aniso``, ``generalized_iso``, ``generalized_aniso``,
-            ``plateau_iso``, ``plateau_aniso`` (bivariate Gaussian family) or ``sinc``
-            (circular low-pass).
+            ``plateau_iso``, ``plateau_aniso`` (bivariate Gaussian family), ``sinc``
+            (circular low-pass) or ``motion`` (linear camera shake: a line of length ``sigma_x`` pixels
+            at ``angle``, box profile, anti-aliased).
         size: odd kernel side in pixels (Real-ESRGAN samples 7..21).
         sigma_x: standard deviation along the kernel's first principal axis, pixels (> 0;
             unused by ``sinc``).
@@ -77,6 +78,11 @@ class KernelParams:
             if not math.isfinite(value):
                 raise ValueError(f"kernel {name} must be finite, got {value!r}")
             _set(self, name, value)
+        if self.kind == "motion":
+            if not 1.0 <= self.sigma_x <= self.size:
+                raise ValueError(f"motion kernel length (sigma_x) must be in [1, size={self.size}], got {self.sigma_x!r}")
+            _set(self, "sigma_y", 0.0)
+            return
         if self.kind == "sinc":
             if not 0.0 < self.omega <= math.pi + 1e-9:
                 raise ValueError(f"sinc kernel omega must be in (0, pi], got {self.omega!r}")

@@ -230,6 +230,7 @@ class FacePairSampler:
         self.pool = [self.degradation.sample(pool_rng) for _ in range(op_pool_size)]
         self.rng = np.random.default_rng([self.seed, 0])
         self.next_label = len(self.presets) + len(self.pool)
+        self.identity_label: int | None = None
 
     @property
     def batch_size(self) -> int:
@@ -237,12 +238,14 @@ class FacePairSampler:
 
     def state_dict(self) -> dict:
         """JSON-serialisable state (generator state and the next fresh operator id)."""
-        return {"rng": self.rng.bit_generator.state, "next_label": self.next_label}
+        return {"rng": self.rng.bit_generator.state, "next_label": self.next_label, "identity_label": self.identity_label}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a :meth:`state_dict`; the following batches are exactly those that would have followed."""
         self.rng.bit_generator.state = dict(state["rng"])
         self.next_label = int(state["next_label"])
+        identity = state.get("identity_label")
+        self.identity_label = None if identity is None else int(identity)
 
     def _sample_op(self) -> tuple[int, Any]:
         if self.presets and self.rng.random() < self.preset_prob:
@@ -253,7 +256,13 @@ class FacePairSampler:
             return len(self.presets) + j, self.pool[j]
         label = self.next_label
         self.next_label += 1
-        return label, self.degradation.sample(self.rng)
+        params = self.degradation.sample(self.rng)
+        if getattr(self.degradation, "is_identity", None) is not None and self.degradation.is_identity(params):
+            # "no degradation" is one operator, however often it is drawn: its pairs are positives of each other
+            if self.identity_label is None:
+                self.identity_label = label
+            label = self.identity_label
+        return label, params
 
     def _random_crop(self, image: np.ndarray) -> np.ndarray:
         h, w = image.shape[:2]

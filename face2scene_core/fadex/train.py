@@ -80,7 +80,11 @@ class FaDeXTrainConfig:
     reffr_max_refs: int = _help("references per Ref-FR pair", default=2)
     reffr_share: float = _help("fraction of a Ref-FR group made of Ref-FR pairs; the rest are GT pairs of the same "
                                "operator (1.0: Ref-FR pairs only)", default=0.5)
-    degradation: dict[str, Any] = _help("overrides of DegradationConfig fields", default_factory=dict)
+    degradation: dict[str, Any] = _help("overrides of DegradationConfig fields (operators: realesrgan), or of "
+                                        "PhotoDegradationConfig fields (operators: photo)", default_factory=dict)
+    operators: str = _help("operator distribution: 'realesrgan' (Real-ESRGAN x4 second order) or 'photo' (the "
+                           "native-scale families of degradation.families, mild to heavy, with clean photos)",
+                           default="realesrgan")
     channels: tuple[int, ...] = _help("FaDeX stage widths", default=(64, 128, 256))
     blocks_per_stage: tuple[int, ...] = _help("FaDeX Conv-BN-LeakyReLU blocks per stage", default=(2, 2, 2))
     embed_dim: int = _help("embedding size (paper: 256)", default=256)
@@ -298,6 +302,23 @@ def load_reffr_source(cfg: FaDeXTrainConfig) -> dict[str, Any]:
             "reffr_prob": cfg.reffr_prob, "reffr_max_refs": cfg.reffr_max_refs, "reffr_share": cfg.reffr_share}
 
 
+def build_degradation(operators: str, overrides: dict[str, Any]) -> Any:
+    """The training operator sampler: ``"realesrgan"`` (``DegradationConfig`` overrides) or ``"photo"``
+    (``PhotoDegradationConfig`` overrides); a bad name or value raises :class:`ConfigError`."""
+    from ..degradation import DegradationConfig, RealESRGANDegradation
+    from ..degradation.families import PhotoDegradation, PhotoDegradationConfig
+
+    kinds = {"realesrgan": (DegradationConfig, RealESRGANDegradation),
+             "photo": (PhotoDegradationConfig, PhotoDegradation)}
+    if operators not in kinds:
+        raise ConfigError(f"operators must be one of {sorted(kinds)}, got {operators!r}")
+    config_cls, sampler_cls = kinds[operators]
+    try:
+        return sampler_cls(from_dict(config_cls, dict(overrides), prefix="degradation."))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"invalid degradation settings {overrides}: {exc}") from exc
+
+
 def train_fadex(cfg: FaDeXTrainConfig, resume: bool = False, *, hq_fn: HQFn | None = None) -> Path:
     """Train FaDeX with the MoCo-style multi-positive InfoNCE; returns ``<output_dir>/final``.
 
@@ -320,19 +341,14 @@ def train_fadex(cfg: FaDeXTrainConfig, resume: bool = False, *, hq_fn: HQFn | No
     paths = resolve_images(cfg.data)
     device = _device(cfg.device)
 
-    from ..degradation import DegradationConfig, RealESRGANDegradation
-
-    try:
-        deg_cfg = from_dict(DegradationConfig, dict(cfg.degradation), prefix="degradation.")
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"invalid degradation settings {cfg.degradation}: {exc}") from exc
+    degradation = build_degradation(cfg.operators, cfg.degradation)
     reffr_kwargs: dict[str, Any] = {}
     if cfg.reffr_prob > 0:
         reffr_kwargs = load_reffr_source(cfg)
     sampler = FacePairSampler(
         paths, crop_size=cfg.crop_size, ops_per_batch=cfg.ops_per_batch, images_per_op=cfg.images_per_op,
         rescale_range=cfg.rescale_range, preset_prob=cfg.preset_prob, op_pool_size=cfg.op_pool_size,
-        degradation=RealESRGANDegradation(deg_cfg), hq_fn=hq_fn, vary_noise_seed=cfg.vary_noise_seed,
+        degradation=degradation, hq_fn=hq_fn, vary_noise_seed=cfg.vary_noise_seed,
         shared_content_prob=cfg.shared_content_prob, seed=cfg.seed, **reffr_kwargs,
     )
     with torch.random.fork_rng(devices=[]):
