@@ -186,6 +186,23 @@ class PhotoDegradation:
         return params.scale == 1 and params == photo_op(noise_seed=params.noise_seed)
 
 
+def build_degradation(operators: str, overrides: dict | None = None):
+    """A training operator sampler by name: ``"realesrgan"`` (``overrides`` of :class:`~.pipeline.DegradationConfig`)
+    or ``"photo"`` (of :class:`PhotoDegradationConfig`); a bad name or value raises ``ConfigError``."""
+    from ..config import from_dict
+    from ..errors import ConfigError
+
+    kinds = {"realesrgan": (DegradationConfig, RealESRGANDegradation),
+             "photo": (PhotoDegradationConfig, PhotoDegradation)}
+    if operators not in kinds:
+        raise ConfigError(f"operators must be one of {sorted(kinds)}, got {operators!r}")
+    config_cls, sampler_cls = kinds[operators]
+    try:
+        return sampler_cls(from_dict(config_cls, dict(overrides or {}), prefix="degradation."))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"invalid degradation settings {overrides}: {exc}") from exc
+
+
 @dataclass(frozen=True)
 class GridOperator:
     """One operator of the benchmark grid: a short ``name``, its ``family`` and the ``params``."""
@@ -234,6 +251,7 @@ __all__ = [
     "PhotoDegradation",
     "GridOperator",
     "benchmark_grid",
+    "build_degradation",
     "photo_op",
     "gaussian_blur",
     "motion_blur",

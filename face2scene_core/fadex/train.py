@@ -302,23 +302,6 @@ def load_reffr_source(cfg: FaDeXTrainConfig) -> dict[str, Any]:
             "reffr_prob": cfg.reffr_prob, "reffr_max_refs": cfg.reffr_max_refs, "reffr_share": cfg.reffr_share}
 
 
-def build_degradation(operators: str, overrides: dict[str, Any]) -> Any:
-    """The training operator sampler: ``"realesrgan"`` (``DegradationConfig`` overrides) or ``"photo"``
-    (``PhotoDegradationConfig`` overrides); a bad name or value raises :class:`ConfigError`."""
-    from ..degradation import DegradationConfig, RealESRGANDegradation
-    from ..degradation.families import PhotoDegradation, PhotoDegradationConfig
-
-    kinds = {"realesrgan": (DegradationConfig, RealESRGANDegradation),
-             "photo": (PhotoDegradationConfig, PhotoDegradation)}
-    if operators not in kinds:
-        raise ConfigError(f"operators must be one of {sorted(kinds)}, got {operators!r}")
-    config_cls, sampler_cls = kinds[operators]
-    try:
-        return sampler_cls(from_dict(config_cls, dict(overrides), prefix="degradation."))
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"invalid degradation settings {overrides}: {exc}") from exc
-
-
 def train_fadex(cfg: FaDeXTrainConfig, resume: bool = False, *, hq_fn: HQFn | None = None) -> Path:
     """Train FaDeX with the MoCo-style multi-positive InfoNCE; returns ``<output_dir>/final``.
 
@@ -340,6 +323,8 @@ def train_fadex(cfg: FaDeXTrainConfig, resume: bool = False, *, hq_fn: HQFn | No
         raise ConfigError("no training data: set 'data' to glob patterns of clean face images")
     paths = resolve_images(cfg.data)
     device = _device(cfg.device)
+
+    from ..degradation.families import build_degradation
 
     degradation = build_degradation(cfg.operators, cfg.degradation)
     reffr_kwargs: dict[str, Any] = {}

@@ -118,6 +118,8 @@ def check_adapter_spec(restorer, spec: dict, path: str | Path = "<adapter>") -> 
     """Raise :class:`ArchitectureMismatchError` naming the first field where ``spec`` and ``restorer`` differ."""
     path = Path(path)
     mine = restorer.spec()
+    if spec.get("net", "UNet2DConditionModel") != mine["net"]:  # adapters before v2 hold no "net": the diffusers UNet
+        raise _mismatch(path, "net", spec.get("net", "UNet2DConditionModel"), mine["net"])
     for field in _CHECKED:
         if spec.get(field) != mine[field]:
             raise _mismatch(path, field, spec.get(field), mine[field])
@@ -224,7 +226,16 @@ def restorer_from_adapter(path: str | Path, *, sd_turbo: str | Path | None = Non
                 f"adapter '{path}' holds no full UNet (LoRA only) and no base checkpoint type is known for "
                 f"codec {spec['codec']!r}; it cannot be rebuilt from the file alone"
             )
-        unet = UNet2DConditionModel.from_config(spec["unet_config"])
+        net_name = spec.get("net", "UNet2DConditionModel")
+        if net_name == "FiLMUNet":
+            from .film_net import FiLMUNet
+
+            unet = FiLMUNet.from_config(spec["unet_config"])
+        elif net_name == "UNet2DConditionModel":
+            unet = UNet2DConditionModel.from_config(spec["unet_config"])
+        else:
+            raise ArchitectureMismatchError(f"adapter '{path}' needs a network {net_name!r} this package does not have; "
+                                            "update the package")
         restorer = OneStepRestorer(
             unet, codec_from_spec(spec["codec"]), torch.zeros(spec["prompt_shape"]), mapnet=mapnet,
             learned_prompts=spec["learned_prompts"], prediction_type=spec["prediction_type"],

@@ -202,6 +202,7 @@ class OneStepRestorer(nn.Module):
             "learned_prompts": self.learned_prompts,
             "prompt_shape": list(self.prompt_embeds.shape),
             "mapnet": None if self.mapnet is None else public(self.mapnet.config),
+            "net": type(self.unet).__name__,
             "unet_config": public(self.unet.config),
             "scheduler_config": public(self.scheduler_config),
         }
@@ -431,6 +432,9 @@ class OneStepRestorer(nn.Module):
         cfg_scale: float = 1.0,
         identity_init: bool = True,
         seed: int = 0,
+        net: str = "unet",
+        cond_dim: int = 256,
+        pool_queries: int = 4,
     ) -> OneStepRestorer:
         """The embedded CPU model: small UNet on :class:`PixelUnshuffleCodec`, learned prompts, residual.
 
@@ -448,10 +452,18 @@ class OneStepRestorer(nn.Module):
             cfg_scale: default guidance (1.0: no negative pass, half the CPU cost).
             identity_init: zero ``unet.conv_out`` so the untrained model returns its input.
             seed: initialisation seed (the global RNG is left untouched).
+            net: ``"unet"`` (v1: diffusers ``UNet2DConditionModel`` with cross-attention) or ``"film"`` (v2:
+                :class:`~.film_net.FiLMUNet`, convolutions modulated by the pooled tokens; ``layers_per_block``
+                may then be one count per level; ``attention_heads`` and ``self_attention`` are unused).
+            cond_dim, pool_queries: the FiLM net's code width and token-pooling queries (``net="film"``).
         """
         from ..mapnet.model import MapNet
 
+        if net not in ("unet", "film"):
+            raise ValueError(f"net must be 'unet' or 'film', got {net!r}")
         n = len(block_out_channels)
+        if net == "film":
+            self_attention = (False,) * n
         if n < 2 or len(self_attention) != n:
             raise ValueError(
                 f"need >= 2 block_out_channels and one self_attention flag per level, got "
@@ -462,20 +474,30 @@ class OneStepRestorer(nn.Module):
         codec = PixelUnshuffleCodec(factor)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            unet = UNet2DConditionModel(
-                sample_size=64,
-                in_channels=codec.latent_channels,
-                out_channels=codec.latent_channels,
-                down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1),
-                up_block_types=("CrossAttnUpBlock2D",) * (n - 1) + ("UpBlock2D",),
-                block_out_channels=tuple(block_out_channels),
-                layers_per_block=layers_per_block,
-                cross_attention_dim=token_dim,
-                attention_head_dim=attention_heads,
-                only_cross_attention=tuple(not sa for sa in self_attention),
-                mid_block_only_cross_attention=not self_attention[-1],
-                use_linear_projection=True,
-            )
+            if net == "film":
+                from .film_net import FiLMUNet
+
+                unet = FiLMUNet(
+                    in_channels=codec.latent_channels, out_channels=codec.latent_channels,
+                    block_out_channels=tuple(block_out_channels),
+                    layers_per_block=layers_per_block if isinstance(layers_per_block, int) else tuple(layers_per_block),
+                    cross_attention_dim=token_dim, cond_dim=cond_dim, pool_queries=pool_queries,
+                )
+            else:
+                unet = UNet2DConditionModel(
+                    sample_size=64,
+                    in_channels=codec.latent_channels,
+                    out_channels=codec.latent_channels,
+                    down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1),
+                    up_block_types=("CrossAttnUpBlock2D",) * (n - 1) + ("UpBlock2D",),
+                    block_out_channels=tuple(block_out_channels),
+                    layers_per_block=layers_per_block,
+                    cross_attention_dim=token_dim,
+                    attention_head_dim=attention_heads,
+                    only_cross_attention=tuple(not sa for sa in self_attention),
+                    mid_block_only_cross_attention=not self_attention[-1],
+                    use_linear_projection=True,
+                )
             if identity_init:
                 nn.init.zeros_(unet.conv_out.weight)
                 nn.init.zeros_(unet.conv_out.bias)

@@ -64,7 +64,10 @@ class Stage2DataConfig:
         pool_face_jitter: the pool face is cropped to a random (1 - U(0, jitter)) fraction of its side first.
         region_margin: pixels of context around the crop and face when degrading the shared region.
         max_side: clean scenes with a longer side are downscaled to it once at load (area interpolation).
-        degradation: overrides of ``DegradationConfig`` (e.g. ``{scale: 4}``); empty: Real-ESRGAN defaults.
+        degradation: overrides of the operator sampler's config (``DegradationConfig``, e.g. ``{scale: 4}``, or
+            ``PhotoDegradationConfig``, e.g. ``{family_weights: {clean: 0.2, ...}}``); empty: its defaults.
+        operators: ``realesrgan`` (Real-ESRGAN x4 second order) or ``photo`` (native-scale families, mild to heavy,
+            with clean photos: :mod:`face2scene_core.degradation.families`).
         detector: face detector backend for the scenes (``retinaface``: offline, shipped).
     """
 
@@ -83,6 +86,7 @@ class Stage2DataConfig:
     region_margin: int = 24
     max_side: int = 1024
     degradation: dict[str, Any] = field(default_factory=dict)
+    operators: str = "realesrgan"
     detector: str = "retinaface"
 
     def __post_init__(self) -> None:
@@ -297,10 +301,9 @@ class Stage2Data:
             raise ConfigError(f"no face-pool images: data.face_pool={cfg.face_pool} matched {len(pool)} file(s) "
                               "after removing held-out ones; the pool is needed for scenes without a face.")
         if degradation is None:
-            from ..config import from_dict
-            from ..degradation import DegradationConfig, RealESRGANDegradation
+            from ..degradation.families import build_degradation
 
-            degradation = RealESRGANDegradation(from_dict(DegradationConfig, dict(cfg.degradation), prefix="data.degradation."))
+            degradation = build_degradation(cfg.operators, cfg.degradation)
         self.degradation = degradation
         if detector is None:
             def factory():

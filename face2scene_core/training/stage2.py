@@ -11,7 +11,8 @@ Per step (S3Diff recipe, which the paper builds on):
    ``neg_prompt_prob`` (0.05) a sample runs the negative prompt instead and its target is its own LQ crop
    (online negative-prompt learning); with probability ``token_dropout`` the whole batch runs without tokens
    (so one model also serves the no-face fallback);
-4. ``loss = lambda_l2 * L2 + lambda_lpips * LPIPS + lambda_gan * GAN`` (2.0, 5.0, 0.5), AdamW lr 2e-5;
+4. ``loss = lambda_l1 * L1 + lambda_l2 * L2 + lambda_lpips * LPIPS + lambda_gan * GAN`` (S3Diff: 0, 2.0, 5.0, 0.5),
+   AdamW lr 2e-5;
    the vision-aided discriminator (frozen DINO + heads) takes one hinge step per batch.
 
 LPIPS and the GAN need user-supplied backbones (none can be downloaded here). Without them the trainer logs
@@ -26,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import re
 import shutil
 import time
@@ -77,7 +79,9 @@ class Stage2Config:
         num_threads: CPU threads of torch (``torch.set_num_threads``); 0 keeps torch's default. On a machine
             shared with other jobs, 1 avoids thread oversubscription (much slower than one thread per core).
     Losses:
-        lambda_l2 (2.0), lambda_lpips (5.0), lambda_gan (0.5): weights; 0 turns a term off.
+        lr_schedule (``constant``): after the warm-up, ``constant`` or ``cosine`` (down to ``lr_min_ratio`` x lr at
+            ``steps``; changing ``steps`` on resume changes the rest of the schedule).
+        lambda_l1 (0.0), lambda_l2 (2.0), lambda_lpips (5.0), lambda_gan (0.5): weights; 0 turns a term off.
         lpips_backbone: safetensors of torchvision's VGG16 ``features``; lpips_heads: optional heads file
             (default: the ``lpips`` wheel's).
         dino_backbone: local Hugging Face folder of a DINO ViT (``Dinov2Model``/``ViTModel``, safetensors).
@@ -110,6 +114,9 @@ class Stage2Config:
     mixed_precision: str | bool = "no"
     cpu: bool = False
     num_threads: int = 0
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    lr_min_ratio: float = 0.05
+    lambda_l1: float = 0.0
     lambda_l2: float = 2.0
     lambda_lpips: float = 5.0
     lambda_gan: float = 0.5
@@ -143,12 +150,16 @@ class Stage2Config:
         for name in ("lr", "disc_lr"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("lambda_l2", "lambda_lpips", "lambda_gan", "weight_decay", "max_grad_norm", "warmup_steps",
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ConfigError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+        if not 0.0 <= self.lr_min_ratio <= 1.0:
+            raise ConfigError(f"lr_min_ratio must be in [0, 1], got {self.lr_min_ratio}")
+        for name in ("lambda_l1", "lambda_l2", "lambda_lpips", "lambda_gan", "weight_decay", "max_grad_norm", "warmup_steps",
                      "overfit_batches", "num_threads"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.lambda_l2 + self.lambda_lpips + self.lambda_gan <= 0:
-            raise ConfigError("at least one of lambda_l2, lambda_lpips, lambda_gan must be > 0")
+        if self.lambda_l1 + self.lambda_l2 + self.lambda_lpips + self.lambda_gan <= 0:
+            raise ConfigError("at least one of lambda_l1, lambda_l2, lambda_lpips, lambda_gan must be > 0")
         if self.model == "sd_turbo" and not self.sd_turbo:
             raise ConfigError("model: sd_turbo needs `sd_turbo: PATH` (single-file checkpoint or diffusers folder)")
 
@@ -412,6 +423,8 @@ class Stage2Trainer:
         neg = torch.tensor(negative, device=batch.lq.device)
         target = torch.where(neg.view(-1, 1, 1, 1), batch.lq, batch.hq)
         terms: dict[str, torch.Tensor] = {}
+        if cfg.lambda_l1 > 0:
+            terms["l1"] = (restored - target).abs().mean()
         if cfg.lambda_l2 > 0:
             terms["l2"] = l2_loss(restored, target)
         if self.lpips is not None:
@@ -422,7 +435,7 @@ class Stage2Trainer:
         if self.disc is not None and pos.numel() > 0:  # negative-prompt samples (LQ targets) stay out of the GAN
             fake = restored[pos]
             terms["gan"] = generator_loss(self.disc(fake), cfg.gan_loss)
-        weights = {"l2": cfg.lambda_l2, "lpips": cfg.lambda_lpips, "gan": cfg.lambda_gan}
+        weights = {"l1": cfg.lambda_l1, "l2": cfg.lambda_l2, "lpips": cfg.lambda_lpips, "gan": cfg.lambda_gan}
         total = sum(weights[k] * v for k, v in terms.items())
         logs = {k: float(v.detach()) for k, v in terms.items()}
         logs["negative_frac"] = float(np.mean(negative))
@@ -450,6 +463,9 @@ class Stage2Trainer:
         cfg = self.cfg
         self.model.train()
         lr = cfg.lr * min(1.0, (self.step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
+        if cfg.lr_schedule == "cosine":  # from lr down to lr_min_ratio * lr at step `steps`
+            t = min(self.step / max(cfg.steps, 1), 1.0)
+            lr *= cfg.lr_min_ratio + (1.0 - cfg.lr_min_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
         for group in self.opt.param_groups:
             group["lr"] = lr
         sums: dict[str, float] = {}
@@ -563,7 +579,7 @@ class Stage2Trainer:
                 window[key] = window.get(key, 0.0) + value
             n_window += 1
             bar.update(1)
-            bar.set_postfix({k: f"{logs[k]:.4f}" for k in ("total", "l2", "lpips", "gan") if k in logs})
+            bar.set_postfix({k: f"{logs[k]:.4f}" for k in ("total", "l1", "l2", "lpips", "gan") if k in logs})
             if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                 entry = {"step": self.step, **{k: v / n_window for k, v in window.items()},
                          "sec_per_step": (time.perf_counter() - t_window) / n_window}
