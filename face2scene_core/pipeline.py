@@ -208,10 +208,12 @@ class Face2ScenePipeline:
                 ranked = rank_by_reference(photo, faces, self.embedder, ref_emb)
                 scores = {int(i): float(s) for i, s in ranked}
                 idx, best = ranked[0]
+                from .faces.identity import mismatch_message
+
                 thr = getattr(self.embedder, "match_threshold", None)
                 reason = f"best match to the {len(ref_aligned)} reference(s): similarity {best:.3f}"
                 if thr is not None and best < thr:
-                    reason += f" (below the same-person threshold {thr:.2f}: the references may show someone else)"
+                    reason += f"; {mismatch_message(self.embedder, best)}"
                     log.warning("face %d: %s", idx, reason)
             else:
                 idx, reason = select_face(faces, mode=mode, index=index or 0)

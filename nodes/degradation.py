@@ -58,8 +58,8 @@ class Face2SceneExtractDegradation:
     RETURN_TYPES = (DEGRADATION, "IMAGE")
     RETURN_NAMES = ("degradation", "preview")
     OUTPUT_TOOLTIPS = ("FaDeX features and embedding per photo.",
-                       "LQ face | Ref-FR face | difference x4 | FaDeX features (3 principal components); "
-                       "embedding strip below.")
+                       "2x2 grid: LQ face | Ref-FR face over difference x4 | FaDeX features (3 principal "
+                       "components); embedding strip below.")
     FUNCTION = "extract"
 
     @classmethod

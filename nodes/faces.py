@@ -48,6 +48,7 @@ def native_side(face) -> float:
 
 
 def _choose(photo, faces, usable, mode, index, embedder, ref_emb) -> tuple[int, str, list[float] | None]:
+    from ..face2scene_core.faces.identity import mismatch_message
     from ..face2scene_core.faces.select import rank_by_reference
 
     if mode == "match references" and ref_emb is not None:
@@ -58,8 +59,7 @@ def _choose(photo, faces, usable, mode, index, embedder, ref_emb) -> tuple[int, 
         best, sim = next((i, s) for i, s in ranked if i in usable)
         thr = float(embedder.match_threshold)
         verdict = (f"matches the references best (similarity {sim:.3f} >= {thr:.3f})" if sim >= thr else
-                   f"is the closest to the references but below the same-person threshold ({sim:.3f} < {thr:.3f}): "
-                   "check that the references show this person")
+                   f"is the closest to the references, but its {mismatch_message(embedder, sim)}")
         if sim < thr:
             log.warning("face %d: %s", best, verdict)
         return best, f"face {best} of {len(faces)} {verdict}", scores

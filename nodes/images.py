@@ -86,10 +86,24 @@ def annotate_faces(entry) -> np.ndarray:
         for x, y in face.landmarks:
             cv2.circle(img, (int(round(x)), int(round(y))), thick + 1, color, -1)
         put_text(img, str(i), (x1 + 2, max(y1 - 4, 12)), scale, color)
-    lines = textwrap.wrap(entry.reason, width=max(20, int(w / (20 * scale))))
-    for k, line in enumerate(lines[:4]):
-        put_text(img, line, (6, int(30 * scale * (k + 1))), scale)
+    lines = textwrap.wrap(entry.reason, width=max(20, int(w / (20 * scale))))[:6]
+    step = int(30 * scale)
+    top = text_top(h, len(lines) * step + step // 2, entry.faces[entry.chosen].bbox if entry.chosen is not None else None)
+    for k, line in enumerate(lines):
+        put_text(img, line, (6, top + step * (k + 1)), scale)
     return img
+
+
+def text_top(h: int, block: int, box) -> int:
+    """Top row of a text block of ``block`` rows in an image ``h`` rows high: the top of the image, or the bottom
+    when the chosen face's ``box`` (x1, y1, x2, y2) overlaps the top block less there (the text never hides the
+    face when there is room above or below it)."""
+    if box is None:
+        return 0
+    y1, y2 = float(box[1]), float(box[3])
+    over_top = max(0.0, min(y2, block) - max(y1, 0))
+    over_bottom = max(0.0, min(y2, h) - max(y1, h - block))
+    return 0 if over_top <= over_bottom else max(0, h - block)
 
 
 def _tile(img: np.ndarray) -> np.ndarray:
@@ -125,19 +139,22 @@ def embedding_strip(embedding: np.ndarray, width: int, height: int = 24) -> np.n
 
 
 def degradation_panel(entry) -> np.ndarray:
-    """Preview of one FaDeX estimate: ``LQ face | Ref-FR face | |LQ - HQ| x4 | features (PCA)`` and the
-    embedding strip below; ``uint8 (PANEL + 24, 4 * PANEL, 3)``."""
-    w = 4 * PANEL
+    """Preview of one FaDeX estimate, square so that it stays legible at node size: ``LQ face | Ref-FR face`` over
+    ``|LQ - HQ| x4 | features (PCA)``, large labels, and the embedding strip below;
+    ``uint8 (2 * PANEL + 24, 2 * PANEL, 3)``."""
+    w = 2 * PANEL
     if entry.features is None:
-        panel = grey(PANEL + 24, w, 64)
-        put_text(panel, entry.note or "no face: restored without degradation tokens", (10, PANEL // 2), 0.6)
+        panel = grey(2 * PANEL + 24, w, 64)
+        for k, line in enumerate(textwrap.wrap(entry.note or "no face: restored without degradation tokens", 28)[:8]):
+            put_text(panel, line, (12, 60 + 40 * k), 0.9)
         return panel
     diff = np.clip(np.abs(entry.lq_crop.astype(np.int16) - entry.hq_crop.astype(np.int16)) * 4, 0, 255).astype(np.uint8)
     tiles = [_tile(entry.lq_crop), _tile(entry.hq_crop), _tile(diff), _tile(features_rgb(entry.features))]
     for tile, label in zip(tiles, ("LQ face", "Ref-FR face", "|LQ-HQ| x4", "FaDeX features")):
-        put_text(tile, label, (6, 18), 0.5)
-    return np.concatenate([np.concatenate(tiles, axis=1), embedding_strip(entry.embedding, w)], axis=0)
+        put_text(tile, label, (8, 30), 0.85)
+    grid = np.concatenate([np.concatenate(tiles[:2], axis=1), np.concatenate(tiles[2:], axis=1)], axis=0)
+    return np.concatenate([grid, embedding_strip(entry.embedding, w)], axis=0)
 
 
 __all__ = ["PANEL", "annotate_faces", "check_image", "degradation_panel", "embedding_strip", "features_rgb",
-           "from_chw", "grey", "put_text", "to_arrays", "to_chw", "to_image"]
+           "from_chw", "grey", "put_text", "text_top", "to_arrays", "to_chw", "to_image"]

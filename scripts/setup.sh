@@ -10,5 +10,5 @@ PY=${PYTHON:-python3}
 .venv/bin/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
 .venv/bin/python -m pip install -q -e ".[test]"
 mkdir -p out
-.venv/bin/face2scene restore examples/astronaut_lq.png --refs examples/refs -o out/astronaut_restored.png
+.venv/bin/face2scene restore example_inputs/astronaut_lq.png --refs example_inputs/refs -o out/astronaut_restored.png
 echo "restored photo: $(ls -t out/astronaut_restored*.png | head -1)"

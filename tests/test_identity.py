@@ -70,7 +70,26 @@ def test_same_person_is_more_similar_than_different_people(embeddings, embedder)
     assert len(same) == len(PEOPLE) and len(diff) == 60
     worst_same, best_diff = min(same), max(diff)
     assert worst_same[0] > best_diff[0], f"same {worst_same} vs different {best_diff}"
-    assert worst_same[0] > embedder.match_threshold > best_diff[0]
+    # the calibrated threshold (docs/identity_threshold.md) passes every clean same-person pair and, as measured
+    # there (2.7% / 8.1% of different-person pairs pass on train / held out), nearly all different people fail it
+    assert worst_same[0] > embedder.match_threshold
+    passed = np.mean([s >= embedder.match_threshold for s, _, _ in diff])
+    assert passed <= 0.1, f"{passed:.0%} of different-person pairs pass {embedder.match_threshold}"
+
+
+def test_threshold_is_the_calibrated_one_and_the_shipped_example_passes_it(detector, embedder):
+    """The threshold is the one scripts/calibrate_identity.py chose (docs/identity_threshold.json), and the shipped
+    example (a degraded photo against its clean, mirrored reference) is not flagged as another person."""
+    import json
+
+    root = Path(__file__).resolve().parents[1]
+    calibration = json.loads((root / "docs" / "identity_threshold.json").read_text())
+    assert embedder.match_threshold == calibration["threshold"]
+    photo = load_image(root / "example_inputs" / "astronaut_lq.png")
+    ref = load_image(root / "example_inputs" / "refs" / "astronaut_ref.png")
+    score = embedder.similarity(embedder.embed(photo, detector.detect(photo)[0]), embedder.embed(ref, detector.detect(ref)[0]))
+    assert score == pytest.approx(calibration["example_score"], abs=2e-3)
+    assert score > embedder.match_threshold
 
 
 def test_embedding_is_unit_length_and_deterministic(data, detector, embedder):
@@ -217,7 +236,9 @@ def test_prepare_references_names_the_unusable_reference(data, detector, embedde
 
 
 def test_prepare_references_warns_about_a_different_person(data, detector, embedder, caplog):
-    refs = [load_image(data / DEEPFACE / n) for n in ("img5.jpg", "img10.jpg", "img46.jpg")]
+    # p01 twice, then p05 (0.81 against p01's mean, clearly below the threshold; p10's img46 scores 0.886, one of
+    # the different-person pairs that pass it, see docs/identity_threshold.md)
+    refs = [load_image(data / DEEPFACE / n) for n in ("img5.jpg", "img10.jpg", "img16.jpg")]
     with caplog.at_level(logging.WARNING, logger="face2scene_core.faces.select"):
         prepare_references(refs, detector, embedder)
     assert "reference 3 of 3 may show a different person" in caplog.text

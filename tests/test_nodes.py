@@ -229,7 +229,7 @@ def test_fadex_preview_and_tokens(comfy_runtime, model, portrait_faces):
         assert entry.features.shape[:2] == (1, c) and entry.lq_crop.shape == entry.hq_crop.shape
         assert entry.lq_crop.shape[0] > 200  # the portrait's face at its native scale, not resized to 512
         assert abs(float(np.linalg.norm(entry.embedding)) - 1.0) < 1e-4
-        assert tuple(preview.shape) == (1, 256 + 24, 1024, 3)
+        assert tuple(preview.shape) == (1, 2 * 256 + 24, 512, 3)
         (tokens,) = comfy_runtime.call_node("Face2SceneDegradationTokens", model=model, degradation=degradation)
         (t,) = tokens.entries
         assert t.shape[:2] == (1, 21) and t.dtype == torch.float32 and torch.isfinite(t).all()

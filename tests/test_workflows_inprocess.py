@@ -31,7 +31,7 @@ def results(runtime):
 
 def expected_shape(kind: str) -> tuple[int, int, int] | None:
     return {"photo": pf.workflow_photo().shape, "face": (512, 512, 3),
-            "panel": (256 + 24, 1024, 3)}.get(kind)
+            "panel": (2 * 256 + 24, 512, 3)}.get(kind)
 
 
 @pytest.mark.parametrize("name", pf.WORKFLOW_NAMES)

@@ -30,7 +30,7 @@ def server(comfy_host, tmp_path_factory) -> Iterator[ComfyServer]:
     srv = ComfyServer(tmp_path_factory.mktemp("f2s_webui"), comfy_host)
     srv.input_dir.mkdir(parents=True, exist_ok=True)
     for example in ("astronaut_lq.png", "refs/astronaut_ref.png"):  # the files the workflows name
-        shutil.copy(REPO_ROOT / "examples" / example, srv.input_dir)
+        shutil.copy(REPO_ROOT / "example_inputs" / example, srv.input_dir)
     with srv:
         yield srv
 

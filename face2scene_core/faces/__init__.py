@@ -15,7 +15,7 @@ from .align import (
     paste_back,
 )
 from .detect import InsightFaceDetector, RetinaFaceDetector, get_detector
-from .identity import ArcFaceEmbedder, DlibEmbedder, cosine_similarity, get_embedder
+from .identity import ArcFaceEmbedder, DlibEmbedder, cosine_similarity, get_embedder, mismatch_message
 from .select import mean_embedding, prepare_references, rank_by_reference, select_face
 from .types import LANDMARK_NAMES, MIN_FACE_SIZE, AlignedFace, Face
 
@@ -37,6 +37,7 @@ __all__ = [
     "get_detector",
     "get_embedder",
     "mean_embedding",
+    "mismatch_message",
     "native_crop_box",
     "native_pair",
     "paste_back",

@@ -42,6 +42,16 @@ ARCFACE_TEMPLATE_112 = np.array(
 _DLIB_RECT_SIDE = (1.096, 0.845)
 _DLIB_RECT_DY = 0.029
 
+DLIB_MATCH_THRESHOLD = 0.882
+"""Cosine similarity of dlib descriptors above which two faces count as the same person. Calibrated by
+``scripts/calibrate_identity.py`` on the train identities of ``configs/split.json`` (clean and Real-ESRGAN-degraded
+photo vs clean reference, minimum balanced error); the distributions and the held-out error rates are in
+``docs/identity_threshold.md``. Every caller reads it through ``embedder.match_threshold``."""
+
+DLIB_MATCH_NOTE = ("for dlib, the same person scores 0.91 (median) on a degraded photo, different people 0.84; "
+                   "see docs/identity_threshold.md")
+"""What the dlib score means, appended to :func:`mismatch_message` (medians measured on the held-out identities)."""
+
 
 def cosine_similarity(a: np.ndarray, b: np.ndarray) -> float:
     """Cosine similarity of two embeddings (``(D,)``), in ``[-1, 1]``; higher = more alike."""
@@ -71,15 +81,17 @@ class DlibEmbedder:
             costs another forward pass; dlib suggests up to 100 for a slightly better descriptor).
 
     Attributes:
-        match_threshold (float): cosine similarity above which two faces are the same person, 0.92.
-            dlib's own rule is Euclidean distance < 0.6 on its raw descriptors, whose norm is ~1.5,
-            i.e. cosine > ~0.92. On the deepface identity photos (62 faces, 13 people) same-person
-            pairs scored 0.924-0.99 and different people 0.83 (median) to 0.935 (max).
+        match_threshold (float): cosine similarity above which two faces are the same person,
+            :data:`DLIB_MATCH_THRESHOLD` (0.882, calibrated on the datasets' identities; held out: clean
+            same-person pairs 0.93-1.0, a degraded photo against a clean reference 0.83-0.96 (median 0.91),
+            different people 0.71-0.93 (median 0.84); docs/identity_threshold.md).
+        match_note (str): what a score means for this model, added to :func:`mismatch_message`.
     """
 
     name = "dlib"
     dim = 128
-    match_threshold = 0.92
+    match_threshold = DLIB_MATCH_THRESHOLD
+    match_note = DLIB_MATCH_NOTE
 
     def __init__(self, *, num_jitters: int = 0) -> None:
         if num_jitters < 0:
@@ -137,12 +149,15 @@ class ArcFaceEmbedder:
             ``glintr100.onnx``, ``w600k_mbf.onnx``...), searched two levels deep.
 
     Attributes:
-        match_threshold (float): 0.35, a common same-person boundary for ArcFace cosine similarity.
+        match_threshold (float): 0.35, a common same-person boundary for ArcFace cosine similarity (not
+            calibrated here: no ArcFace weights can be downloaded on the project's machines).
+        match_note (str): what a score means for this model, added to :func:`mismatch_message`.
     """
 
     name = "arcface"
     dim = 512
     match_threshold = 0.35
+    match_note = "for ArcFace, the same person usually scores above 0.35 and different people near 0"
 
     def __init__(self, model_dir: str | os.PathLike) -> None:
         folder = check_model_dir(model_dir, "ArcFace identity model")
@@ -181,6 +196,17 @@ class ArcFaceEmbedder:
     def similarity(a: np.ndarray, b: np.ndarray) -> float:
         """Cosine similarity of two embeddings; higher = same person."""
         return cosine_similarity(a, b)
+
+
+def mismatch_message(embedder, score: float) -> str:
+    """One sentence for a face whose similarity to the references is below ``embedder.match_threshold``: the score,
+    the threshold, what they mean for this model, and what to do."""
+    thr = float(embedder.match_threshold)
+    note = getattr(embedder, "match_note", "")
+    return (f"identity similarity {score:.3f} is below the same-person threshold {thr:.3f}, so the references may "
+            f"show someone else ({note}); check that they show this person" if note else
+            f"identity similarity {score:.3f} is below the same-person threshold {thr:.3f}, so the references may "
+            "show someone else; check that they show this person")
 
 
 EMBEDDER_BACKENDS = {"dlib": DlibEmbedder, "arcface": ArcFaceEmbedder}
