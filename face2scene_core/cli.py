@@ -29,10 +29,18 @@ log = logging.getLogger("face2scene")
 def _add_restore(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("restore", help="restore a photo (or every image of a folder) using the face as an oracle")
     p.add_argument("input", help="a photo, or a folder of photos (gallery mode)")
-    p.add_argument("--refs", help="folder (or one image) of clean reference photos of the person; "
-                   "without it the face is chosen by size and restored without references")
+    p.add_argument("--refs", action="append", metavar="[NAME=]DIR",
+                   help="folder (or one image) of clean reference photos of the person; repeat as NAME=DIR for "
+                   "several people (each photo is restored with the person whose face matches best; if none "
+                   "reaches the same-person threshold, the best match is used and the report says so). "
+                   "Without it the face is chosen by size and restored without references")
     p.add_argument("-o", "--output", required=True,
-                   help="output file (single photo) or folder; existing files are never overwritten")
+                   help="output file (single photo) or folder; existing files are never overwritten, and the "
+                   "same command run again resumes (skips finished photos)")
+    p.add_argument("--format", choices=["same", "png", "jpg", "webp", "tiff"], default="same",
+                   help="output format (default: each photo's own, with its EXIF, ICC profile, alpha and depth)")
+    p.add_argument("--no-recursive", action="store_true",
+                   help="only the photos directly in the folder (default: subfolders too, structure kept)")
     p.add_argument("--sd-turbo", help="SD-Turbo single-file .safetensors or diffusers folder "
                    "(omit to use the embedded CPU model shipped with the package)")
     p.add_argument("--adapter", help="Face2Scene adapter .safetensors (MapNet + LoRA + conv_in) for --sd-turbo")
@@ -40,14 +48,17 @@ def _add_restore(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--face", default="reference", help="which face drives the restoration: "
                    "'reference' (best match to --refs), 'largest', or a face index (0 = largest)")
     p.add_argument("--cfg", type=float, default=None, help="guidance scale (default: the model's, 1.07 for SD-Turbo)")
-    p.add_argument("--tile", type=int, default=None, help="tile size in pixels for large photos (default: model's)")
-    p.add_argument("--tile-overlap", type=int, default=None, help="tile overlap in pixels")
+    p.add_argument("--tile", type=int, default=None,
+                   help="tile side in pixels (default: photos above 4 MP are tiled at ~1024 px, rounded to the "
+                   "model's multiple, so memory is bounded by a tile)")
+    p.add_argument("--tile-overlap", type=int, default=None, help="tile overlap in pixels (default: tile / 8)")
     p.add_argument("--color-fix", choices=["none", "wavelet", "adain"], default="none")
     p.add_argument("--paste-face", action="store_true", help="paste the Ref-FR face back into the result")
     p.add_argument("--no-face-ok", action="store_true",
                    help="restore photos without a usable face without degradation tokens instead of failing")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
-    p.add_argument("--report", help="write the JSON report here (default: next to the output)")
+    p.add_argument("--report", help="the JSON-lines report (default: face2scene_report.jsonl in the output "
+                   "folder, or <output name>.report.jsonl beside a single output)")
     p.set_defaults(func=_cmd_restore)
 
 
@@ -106,36 +117,56 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # --------------------------------------------------------------------------------------------- commands
-def _cmd_restore(args: argparse.Namespace) -> int:
-    from .gallery import restore_paths
-    from .pipeline import Face2ScenePipeline
+def _fmt_seconds(s: float) -> str:
+    return f"{s:.0f} s" if s < 90 else f"{s / 60:.0f} min" if s < 5400 else f"{s / 3600:.1f} h"
 
-    pipe = Face2ScenePipeline.from_paths(
-        sd_turbo=args.sd_turbo, adapter=args.adapter, fadex=args.fadex, device=args.device
-    )
-    summary = restore_paths(
-        pipe,
-        Path(args.input),
-        Path(args.output),
-        refs=Path(args.refs) if args.refs else None,
-        face=args.face,
-        cfg_scale=args.cfg,
-        tile_size=args.tile,
-        tile_overlap=args.tile_overlap,
-        color_fix=None if args.color_fix == "none" else args.color_fix,
-        paste_face=args.paste_face,
-        no_face_ok=args.no_face_ok,
-        report_path=Path(args.report) if args.report else None,
-    )
-    for item in summary["results"]:
-        if item["ok"]:
-            print(f"restored {item['input']} -> {item['output']} ({item['seconds']:.1f} s)")
-        else:
-            print(f"FAILED   {item['input']}: {item['error']}", file=sys.stderr)
-    n_fail = sum(not r["ok"] for r in summary["results"])
-    if n_fail:
-        print(f"{n_fail} of {len(summary['results'])} image(s) failed; see {summary['report']}", file=sys.stderr)
+
+def _print_item(rec: dict, i: int, n: int, eta: float | None) -> None:
+    """One line per photo as it finishes (failures once, on stderr), with the time left."""
+    where = f"[{i:>{len(str(n))}}/{n}]"
+    left = f", about {_fmt_seconds(eta)} left" if eta and i < n else ""
+    if rec.get("skipped"):
+        print(f"{where} done before  {rec['input']} -> {rec['output']}", flush=True)
+    elif rec["ok"]:
+        warn = rec.get("report", {}).get("warning")
+        print(f"{where} restored {rec['input']} -> {rec['output']} ({rec['seconds']:.1f} s{left})"
+              + (f"; warning: {warn}" if warn else ""), flush=True)
+    else:
+        print(f"{where} FAILED   {rec['input']}: {rec['error']}", file=sys.stderr, flush=True)
+
+
+def _cmd_restore(args: argparse.Namespace) -> int:
+    from .batch import Journal, plan_run, run_plan
+    from .large_photo import AUTO_TILE_ABOVE, AUTO_TILE_PX, estimate_peak_bytes
+
+    kwargs = dict(face=args.face, cfg_scale=args.cfg, tile_size=args.tile, tile_overlap=args.tile_overlap,
+                  color_fix=None if args.color_fix == "none" else args.color_fix, paste_face=args.paste_face,
+                  no_face_ok=args.no_face_ok)
+    models = {"sd_turbo": args.sd_turbo, "adapter": args.adapter, "fadex": args.fadex}
+    # 1. every path check before any model loads
+    plan = plan_run(Path(args.input), Path(args.output), refs=args.refs, fmt=args.format,
+                    recursive=not args.no_recursive, report=args.report, options={**kwargs, **models})
+    if len(plan.people) > 1 and str(args.face) != "reference":
+        raise Face2SceneError(f"--face {args.face} with several --refs people: which person? Use --face reference "
+                              "(the default), or one --refs.")
+    if plan.largest and plan.largest[0] * plan.largest[1] > AUTO_TILE_ABOVE:
+        w, h, name = plan.largest
+        tile = args.tile or AUTO_TILE_PX
+        print(f"largest photo {Path(name).name}: {w}x{h} ({w * h / 1e6:.0f} MP), tiles of about {tile} px; "
+              f"estimated working memory {estimate_peak_bytes(h, w, tile) / 2**30:.1f} GB besides the models",
+              flush=True)
+    # 2. lock the output, then load the models (only if there is work left)
+    with Journal(plan.journal) as journal:
+        def build():
+            from .pipeline import Face2ScenePipeline
+
+            return Face2ScenePipeline.from_paths(**models, device=args.device)
+
+        summary = run_plan(build, plan, journal, on_item=_print_item, **kwargs)
+    if summary["failed"]:
+        print(f"{summary['failed']} of {summary['photos']} image(s) failed; see {summary['report']}", file=sys.stderr)
         return 1
+    print(f"{summary['restored']} restored, {summary['skipped']} already done; report: {summary['report']}")
     return 0
 
 

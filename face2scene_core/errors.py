@@ -29,6 +29,10 @@ class ReferenceImageError(Face2SceneError):
     """A reference image is unusable (no face, unreadable, wrong identity)."""
 
 
+class OutputPathError(Face2SceneError):
+    """The output cannot be written where asked (no write access, the input folder itself, locked by another run)."""
+
+
 class WeightsNotFoundError(Face2SceneError):
     """A weight file or model folder the user asked for is not there."""
 
@@ -51,6 +55,7 @@ __all__ = [
     "NoFaceError",
     "FaceTooSmallError",
     "ReferenceImageError",
+    "OutputPathError",
     "WeightsNotFoundError",
     "ArchitectureMismatchError",
     "MissingBackboneError",

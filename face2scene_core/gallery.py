@@ -2,20 +2,17 @@
 
 Rules every batch follows: originals are never overwritten (outputs go to a separate folder, and an existing
 output name gets a ``_1``, ``_2`` suffix), each output is written atomically, and a failure on one image is
-reported and the batch goes on. A JSON report lists every image with its result or error.
+reported and the batch goes on. Restores are resumable and report as they go (:mod:`face2scene_core.batch`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
-from .errors import Face2SceneError, InputImageError, ReferenceImageError
+from .errors import InputImageError, ReferenceImageError
 from .imageio import IMAGE_SUFFIXES, list_images, load_image, safe_output_path, save_image, write_bytes_atomic
 
 log = logging.getLogger(__name__)
@@ -33,7 +30,7 @@ def _inputs(path: Path) -> tuple[list[Path], bool]:
 
 
 def load_references(refs: Path | None) -> list:
-    """Every image of a folder (or one image) as RGB arrays; unreadable files raise ReferenceImageError."""
+    """Every image of a folder (or one image) as upright RGB arrays; unreadable files raise ReferenceImageError."""
     if refs is None:
         return []
     files = list_images(refs) if refs.is_dir() else [refs]
@@ -48,43 +45,23 @@ def load_references(refs: Path | None) -> list:
     return out
 
 
-def _output_for(src: Path, output: Path, is_folder: bool) -> Path:
-    if is_folder or output.is_dir() or output.suffix == "":
-        dest = output / f"{src.stem}.png"
-    else:
-        dest = output
-    if dest.resolve() == src.resolve():
-        raise InputImageError(f"output '{dest}' is the input itself; choose another output path.")
-    return safe_output_path(dest)
+def restore_paths(pipe, input_path: Path, output: Path, *, refs=None, report_path: Path | None = None,
+                  fmt: str = "same", recursive: bool = True, on_item=None, **kwargs: Any) -> dict:
+    """Restore one photo or every photo of a folder (subfolders too) with ``pipe`` (a pipeline, or a callable
+    that builds one once the paths are checked); resumable, see :mod:`face2scene_core.batch`.
 
+    Returns the summary: counts, ``report`` (the JSON-lines journal) and ``results`` (the latest record of
+    every input of this plan).
+    """
+    from .batch import Journal, iter_results, plan_run, run_plan
 
-def restore_paths(pipe, input_path: Path, output: Path, *, refs: Path | None = None,
-                  report_path: Path | None = None, **kwargs: Any) -> dict:
-    """Restore one photo or every photo of a folder with ``pipe``; returns and writes a JSON summary."""
-    files, is_folder = _inputs(input_path)
-    references = load_references(refs)
-    if is_folder:
-        output.mkdir(parents=True, exist_ok=True)
-    results = []
-    for src in tqdm(files, desc="restore", unit="img", disable=len(files) < 2):
-        t0 = time.perf_counter()
-        item: dict[str, Any] = {"input": str(src)}
-        try:
-            photo = load_image(src)
-            res = pipe(photo, references, **kwargs)
-            dest = _output_for(src, output, is_folder)
-            save_image(dest, res.image)
-            item.update(ok=True, output=str(dest), report=res.report)
-        except Face2SceneError as exc:
-            log.warning("%s: %s", src.name, exc)
-            item.update(ok=False, error=str(exc), error_type=type(exc).__name__)
-        item["seconds"] = round(time.perf_counter() - t0, 3)
-        results.append(item)
-    if report_path is None:
-        base = output if (is_folder or output.is_dir()) else output.parent
-        report_path = safe_output_path(base / "face2scene_report.json")
-    summary = {"results": results, "report": str(report_path)}
-    write_bytes_atomic(report_path, json.dumps(summary, indent=2).encode())
+    options = {k: v for k, v in kwargs.items()}
+    plan = plan_run(input_path, output, refs=refs, fmt=fmt, recursive=recursive, report=report_path,
+                    options=options)
+    with Journal(plan.journal) as journal:
+        summary = run_plan(pipe, plan, journal, on_item=on_item, **kwargs)
+    inputs = {str(j.src) for j in plan.jobs}
+    summary["results"] = [r for r in iter_results(plan.journal) if r["input"] in inputs]
     return summary
 
 

@@ -73,14 +73,6 @@ class _Timer:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
 
 
-def _to_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
-    return torch.tensor(image).to(device).permute(2, 0, 1)[None].float().div(255.0)  # uint8 over the bus
-
-
-def _to_uint8(t: torch.Tensor) -> np.ndarray:
-    return (t[0].clamp(0, 1).permute(1, 2, 0).float().cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
-
-
 class Face2ScenePipeline:
     """Restore a whole photo using the face as a degradation oracle.
 
@@ -103,7 +95,8 @@ class Face2ScenePipeline:
         self._detector = detector
         self._embedder = embedder
         self.align_size = align_size
-        self._prepared: tuple[list, tuple] | None = None  # (reference arrays, prepare_references result)
+        self._prepared: list[tuple[list, tuple]] = []  # (reference arrays, prepare_references result), per person
+        self._detected: tuple[np.ndarray, list] | None = None  # (last photo, its faces)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -161,6 +154,30 @@ class Face2ScenePipeline:
         return self._reffr
 
     # ------------------------------------------------------------------ steps
+    def detect(self, photo: np.ndarray) -> list:
+        """Faces of ``photo`` (largest first); the same array object asked again is not detected twice."""
+        if self._detected is not None and self._detected[0] is photo:
+            return self._detected[1]
+        faces = self.detector.detect(photo)
+        self._detected = (photo, faces)
+        return faces
+
+    def prepare_references(self, references: Sequence[np.ndarray], names: Sequence[str] | None = None) -> tuple:
+        """Detect, align and embed ``references`` once: ``(aligned faces, embeddings)``.
+
+        A gallery passes the same reference arrays for every photo; up to 16 sets (people) are kept.
+        ``names`` (e.g. file names) name a reference without a face in the error.
+        """
+        from .faces.select import prepare_references
+
+        for arrays, result in self._prepared:
+            if len(arrays) == len(references) and all(a is b for a, b in zip(arrays, references)):
+                return result
+        result = prepare_references(list(references), self.detector, self.embedder, size=self.align_size,
+                                    names=None if names is None else list(names))
+        self._prepared = (self._prepared + [(list(references), result)])[-16:]
+        return result
+
     @staticmethod
     def check_inputs(photo: np.ndarray, references: Sequence[np.ndarray]) -> None:
         for name, img in [("photo", photo)] + [(f"reference {i}", r) for i, r in enumerate(references)]:
@@ -174,10 +191,10 @@ class Face2ScenePipeline:
 
     def choose_face(self, photo: np.ndarray, references: Sequence[np.ndarray], face: str | int,
                     timer: _Timer, report: dict):
-        from .faces.select import prepare_references, select_face
+        from .faces.select import select_face
 
         with timer("detect"):
-            faces = self.detector.detect(photo)
+            faces = self.detect(photo)
         report["faces"] = [
             {"index": i, "bbox": [round(float(v), 1) for v in f.bbox], "score": round(float(f.score), 3)}
             for i, f in enumerate(faces)
@@ -191,13 +208,7 @@ class Face2ScenePipeline:
         mode, index = ("index", int(face)) if str(face).lstrip("-").isdigit() else (str(face), None)
         if references:
             with timer("references"):
-                # a gallery passes the same reference arrays for every photo: detect/align/embed them once
-                cached = self._prepared
-                if cached is None or len(cached[0]) != len(references) or any(
-                        a is not b for a, b in zip(cached[0], references)):
-                    result = prepare_references(list(references), self.detector, self.embedder, size=self.align_size)
-                    self._prepared = cached = (list(references), result)
-                ref_aligned, ref_emb = cached[1]
+                ref_aligned, ref_emb = self.prepare_references(references)
         if mode == "reference" and not references:
             mode = "largest"
         scores = None
@@ -247,13 +258,18 @@ class Face2ScenePipeline:
     def __call__(self, photo: np.ndarray, references: Sequence[np.ndarray] = (), *, face: str | int = "reference",
                  hq_face: np.ndarray | None = None, cfg_scale: float | None = None, tile_size: int | None = None,
                  tile_overlap: int | None = None, color_fix: str | None = None, paste_face: bool = False,
-                 no_face_ok: bool = False) -> RestoreOutput:
+                 no_face_ok: bool = False, pixels: np.ndarray | None = None) -> RestoreOutput:
         """Restore ``photo`` (``uint8 (H, W, 3)``) given clean ``references`` of the same person.
 
         ``hq_face``: an aligned face restored elsewhere (skips Ref-FR). ``no_face_ok``: when the photo has no
-        usable face, restore without degradation tokens instead of raising.
+        usable face, restore without degradation tokens instead of raising. ``tile_size``: pixels; ``None``
+        tiles automatically above :data:`~face2scene_core.large_photo.AUTO_TILE_ABOVE` pixels, so memory is
+        bounded by a tile (:func:`~face2scene_core.large_photo.restore_array`). ``pixels``: the same photo at
+        16 bits (``uint16 (H, W, 3)``); the restorer then works from it and ``image`` is ``uint16``.
         """
         self.check_inputs(photo, references)
+        if pixels is not None and (pixels.dtype != np.uint16 or pixels.shape != photo.shape):
+            raise InputImageError(f"pixels must be uint16 {photo.shape}, got {pixels.dtype} {pixels.shape}")
         timer, report = _Timer(), {"size": [int(photo.shape[1]), int(photo.shape[0])]}
         tokens, hq, aligned = None, None, None
         try:
@@ -266,16 +282,26 @@ class Face2ScenePipeline:
             log.warning("%s -- restoring without degradation tokens", exc)
             report["fallback"] = f"no degradation tokens: {exc}"
         with timer("restore"):
-            x = _to_tensor(photo, self.device)
-            y = self.restorer.restore(x, tokens, cfg_scale=cfg_scale, tile_size=tile_size,
-                                      tile_overlap=tile_overlap, color_fix=color_fix,
-                                      timings=timer.seconds)
-            out = _to_uint8(y)
+            from .large_photo import auto_tile_size, restore_array
+
+            source = photo if pixels is None else pixels
+            if tile_size is None:
+                tile_size = auto_tile_size(self.restorer, *source.shape[:2])
+            if tile_size is not None:
+                report["tile_px"] = int(tile_size)
+            out = restore_array(self.restorer, source, tokens, cfg_scale=cfg_scale, tile_size=tile_size,
+                                tile_overlap=tile_overlap, color_fix=color_fix, timings=timer.seconds)
         if paste_face and hq is not None:
             from .faces.align import paste_back
 
             with timer("paste"):
-                out = paste_back(out, hq, aligned)
+                if out.dtype == np.uint16:  # paste into the 8-bit view, keep 16 bits elsewhere
+                    low = ((out.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+                    pasted = paste_back(low, hq, aligned)
+                    changed = np.any(pasted != low, axis=2)
+                    out[changed] = pasted[changed].astype(np.uint16) * 257
+                else:
+                    out = paste_back(out, hq, aligned)
             report["pasted_face"] = True
         report["timings_s"] = {k: round(v, 4) for k, v in timer.seconds.items()}
         return RestoreOutput(image=out, hq_face=hq, report=report)

@@ -123,12 +123,17 @@ def test_cli_gallery_keeps_going_never_overwrites_and_reports(models, person, tm
     assert main(args) == 1  # two of three images fail, the batch goes on
     err = capsys.readouterr().err
     assert "broken.jpg" in err and "building.png" in err and "2 of 3" in err
+    assert sum("broken.jpg" in line for line in err.splitlines()) == 1, "each failure is printed once"
     assert (out / "portrait.png").is_file()
-    report = json.loads((out / "face2scene_report.json").read_text())
-    kinds = {Path(r["input"]).name: r.get("error_type") for r in report["results"]}
+    lines = [json.loads(line) for line in (out / "face2scene_report.jsonl").read_text().splitlines()]
+    kinds = {Path(r["input"]).name: r.get("error_type") for r in lines if r["event"] == "photo"}
     assert kinds == {"portrait.png": None, "building.png": "NoFaceError", "broken.jpg": "InputImageError"}
-    assert main(args) == 1
-    assert (out / "portrait_1.png").is_file(), "a second run must not overwrite the first output"
+    assert lines[-1]["event"] == "summary" and lines[-1]["failed"] == 2
+    first = (out / "portrait.png").read_bytes()
+    assert main(args) == 1  # the same command again: the finished photo is skipped, the failures retried
+    assert "done before" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["face2scene_report.jsonl", "portrait.png"]
+    assert (out / "portrait.png").read_bytes() == first, "a finished output is never rewritten"
     assert {p.name: p.read_bytes() for p in gallery.iterdir()} == before, "originals must be untouched"
 
 
