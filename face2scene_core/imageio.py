@@ -126,10 +126,10 @@ def _to8(a: np.ndarray) -> np.ndarray:
     return ((a.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
 
 
-def _decode(p: Path, im: Image.Image, notes: list[str]):
+def _decode(p: Path, im: Image.Image, deep_file: bool, notes: list[str]):
     """``(rgb8, deep16, alpha, grey)`` before orientation."""
     mode = im.mode
-    if _is_deep(im):
+    if deep_file:
         deep, alpha = _read_deep(p)
         return _to8(deep), deep, alpha, False
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
@@ -173,13 +173,14 @@ def load_photo(path: str | os.PathLike) -> Photo:
     notes: list[str] = []
     try:
         with Image.open(p) as im:
+            deep_file = _is_deep(im)  # first: reading EXIF or pixels clears the tile descriptors
             fmt = im.format or FORMAT_OF_SUFFIX.get(p.suffix.lower(), "PNG")
             exif = im.getexif()
             orientation = int(exif.get(ORIENTATION_TAG, 1) or 1)
             icc = im.info.get("icc_profile")
             dpi = im.info.get("dpi")
             im.load()
-            rgb, deep, alpha, grey = _decode(p, im, notes)
+            rgb, deep, alpha, grey = _decode(p, im, deep_file, notes)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise InputImageError(
             f"'{p}' is not an image Pillow can read ({exc}). Supported: {', '.join(IMAGE_SUFFIXES)}."
