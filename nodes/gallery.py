@@ -36,9 +36,26 @@ def resolve_folder(folder: str, kind: str) -> Path:
     return path if path.is_absolute() or base is None else base / path
 
 
+def _progress(total: int):
+    """ComfyUI's progress bar for this node (``None`` outside ComfyUI)."""
+    try:
+        from comfy.utils import ProgressBar
+    except ImportError:
+        return None
+    return ProgressBar(total)
+
+
 def load_gallery(folder: Path, limit: int = 0) -> tuple[list[np.ndarray], list[str]]:
-    """Every image directly in ``folder`` (sorted by name; ``limit`` > 0 keeps the first ``limit``)."""
-    from ..face2scene_core.imageio import list_images, load_image
+    """Every readable image directly in ``folder`` (sorted by name; ``limit`` > 0 keeps the first ``limit``),
+    upright (EXIF orientation applied). An unreadable file is skipped with a warning naming it and why;
+    :func:`load_gallery_report` also returns the skipped files."""
+    images, names, _ = load_gallery_report(folder, limit)
+    return images, names
+
+
+def load_gallery_report(folder: Path, limit: int = 0) -> tuple[list[np.ndarray], list[str], list[str]]:
+    """Like :func:`load_gallery`, plus ``"name: reason"`` for every file skipped as unreadable."""
+    from ..face2scene_core.imageio import list_images, load_photo
 
     if not folder.is_dir():
         raise InputImageError(f"gallery folder '{folder}' does not exist. Give an absolute path, or a folder inside "
@@ -48,7 +65,24 @@ def load_gallery(folder: Path, limit: int = 0) -> tuple[list[np.ndarray], list[s
         files = files[:limit]
     if not files:
         raise InputImageError(f"no images (.png, .jpg, .webp...) in gallery folder '{folder}'.")
-    return [load_image(f) for f in files], [f.name for f in files]
+    images, names, skipped = [], [], []
+    bar = _progress(len(files))
+    for f in files:
+        try:
+            images.append(load_photo(f).rgb)
+            names.append(f.name)
+        except InputImageError as exc:
+            skipped.append(f"{f.name}: {exc}")
+            log.warning("Face2Scene Load Gallery: skipping unreadable file %s", skipped[-1])
+        if bar is not None:
+            bar.update(1)
+    if not images:
+        raise InputImageError(f"none of the {len(files)} image file(s) in '{folder}' could be read: "
+                              + "; ".join(skipped))
+    if skipped:
+        log.warning("Face2Scene Load Gallery: %d of %d file(s) skipped as unreadable in '%s'", len(skipped),
+                    len(files), folder)
+    return images, names, skipped
 
 
 def pad_to_largest(images: list[np.ndarray]) -> list[np.ndarray]:
@@ -95,7 +129,8 @@ def save_gallery(arrays: list[np.ndarray], names: list[str], folder: Path, fmt: 
 
 
 class Face2SceneLoadGallery:
-    DESCRIPTION = ("Loads every image of a folder, with its file name. 'one by one': each photo goes through the "
+    DESCRIPTION = ("Loads every image of a folder, upright, with its file name; unreadable files are skipped with a "
+                   "warning in the console naming each. 'one by one': each photo goes through the "
                    "graph on its own, at its own size. 'batch': one IMAGE batch (all photos the same size). "
                    "'batch (pad to largest)': for reference photos of different sizes.")
     CATEGORY = CATEGORY
@@ -166,4 +201,4 @@ class Face2SceneSaveGallery:
 
 
 __all__ = ["FORMATS", "LOAD_MODES", "Face2SceneLoadGallery", "Face2SceneSaveGallery", "gallery_outputs",
-           "load_gallery", "pad_to_largest", "resolve_folder", "save_gallery"]
+           "load_gallery", "load_gallery_report", "pad_to_largest", "resolve_folder", "save_gallery"]
