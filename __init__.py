@@ -16,4 +16,7 @@ else:  # imported as a plain module (pytest collecting the repo root), not as a 
     NODE_CLASS_MAPPINGS: dict = {}
     NODE_DISPLAY_NAME_MAPPINGS: dict = {}
 
-__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
+WEB_DIRECTORY = "./web"
+"""Front-end extension of the pack (``web/show_report.js``: the text box of Face2Scene Show Report)."""
+
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]

@@ -15,6 +15,7 @@ from .folders import register_model_folders
 from .gallery import Face2SceneLoadGallery, Face2SceneSaveGallery
 from .loader import Face2SceneModelLoader
 from .reffr import Face2SceneRefFR
+from .report import Face2SceneShowReport
 from .restore import Face2SceneOneStepRestore, Face2SceneRestore
 
 register_model_folders()
@@ -29,6 +30,7 @@ NODE_CLASS_MAPPINGS: dict[str, type] = {
     "Face2SceneRestore": Face2SceneRestore,
     "Face2SceneLoadGallery": Face2SceneLoadGallery,
     "Face2SceneSaveGallery": Face2SceneSaveGallery,
+    "Face2SceneShowReport": Face2SceneShowReport,
 }
 """Node id (``"Face2Scene..."``) -> node class (classic ComfyUI node API)."""
 
@@ -42,6 +44,7 @@ NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
     "Face2SceneRestore": "Face2Scene Restore (All-in-One)",
     "Face2SceneLoadGallery": "Face2Scene Load Gallery",
     "Face2SceneSaveGallery": "Face2Scene Save Gallery",
+    "Face2SceneShowReport": "Face2Scene Show Report",
 }
 """Node id -> human-readable name shown in ComfyUI's menus."""
 

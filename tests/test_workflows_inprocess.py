@@ -8,6 +8,8 @@ workflow restores something. Needs the ComfyUI test host and the embedded weight
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from comfyui_host import pack_fixtures as pf
@@ -90,3 +92,12 @@ def test_face_preview_shows_the_chosen_face_and_its_restoration(results):
     photo = pf.workflow_photo().astype(np.int16)
     changed = np.abs(annotated - photo).max(axis=2) > 30
     assert 0.001 < changed.mean() < 0.2  # boxes, landmarks and the reason drawn over the photo
+
+
+def test_report_nodes_show_the_json_report_of_every_photo(results):
+    """Show Report (node 44) sends the all-in-one node's report to the page: one JSON text per photo."""
+    (text,) = results["all_in_one"].outputs_ui["44"]["text"]
+    (image,) = json.loads(text)["images"]
+    assert image["face_used"] == 0 and "similarity" in image["reason"] and len(image["identity_scores"]) >= 1
+    texts = results["gallery"].outputs_ui["44"]["text"]
+    assert len(texts) == 3 and [json.loads(t)["images"][0]["degradation_tokens"] for t in texts] == [True, True, False]

@@ -26,6 +26,9 @@ if not DATASETS.is_dir() and os.environ.get("FACE2SCENE_DATASETS"):
     DATASETS = Path(os.environ["FACE2SCENE_DATASETS"])
 
 WORKFLOWS_DIR = REPO_ROOT / "workflows"
+"""UI-format workflows (what ComfyUI's Template Browser lists), each with a same-name ``.jpg`` thumbnail."""
+API_WORKFLOWS_DIR = WORKFLOWS_DIR / "api"
+"""API-format workflows (``/prompt``), in a subfolder that ComfyUI does not list as templates."""
 WORKFLOW_NAMES = ("staged", "all_in_one", "gallery", "face_preview", "no_tokens")
 WEIGHTS_ENV = "FACE2SCENE_EMBEDDED_WEIGHTS"
 
@@ -105,17 +108,30 @@ def prepare_inputs(input_dir: Path) -> None:
 
 
 def api_workflow(name: str, *, test_inputs: bool = True) -> dict:
-    """``workflows/face2scene_<name>_api.json``; with ``test_inputs`` its photo inputs point at
+    """``workflows/api/face2scene_<name>.json``; with ``test_inputs`` its photo inputs point at
     :func:`prepare_inputs`' copies instead of the example files it names."""
-    prompt = json.loads((WORKFLOWS_DIR / f"face2scene_{name}_api.json").read_text())
+    prompt = json.loads((API_WORKFLOWS_DIR / f"face2scene_{name}.json").read_text())
     for node_id, file in (("10", PHOTO_NAME), ("11", REFERENCE_NAME)):
         if test_inputs and node_id in prompt:
             prompt[node_id]["inputs"]["image"] = file
     return prompt
 
 
+def execution_view(prompt: dict, object_info: dict) -> dict:
+    """What of an API prompt matters to execution: ``{node id: (class_type, {input: value})}`` with only the inputs
+    the node class declares (``object_info[class]["input"]``), so UI-only widget values that a frontend may or may
+    not send (Load Image's ``"upload": "image"``) do not count."""
+    out = {}
+    for node_id, node in prompt.items():
+        declared = object_info.get(node["class_type"], {}).get("input", {})
+        names = {k for part in ("required", "optional") for k in declared.get(part, {})}
+        out[str(node_id)] = (node["class_type"], {k: v for k, v in node["inputs"].items() if k in names})
+    return out
+
+
 def ui_workflow(name: str) -> dict:
-    return json.loads((WORKFLOWS_DIR / f"face2scene_{name}_ui.json").read_text())
+    """``workflows/face2scene_<name>.json`` (UI format)."""
+    return json.loads((WORKFLOWS_DIR / f"face2scene_{name}.json").read_text())
 
 
 def write_sd15_header(path: Path) -> None:
@@ -190,9 +206,9 @@ CHECKS = {
 
 
 __all__ = [
-    "CHECKS", "DATASETS", "GALLERY", "GALLERY_FOLDER", "GROUP", "NO_FACE", "NO_FACE_CROP", "OLD_PHOTO",
+    "API_WORKFLOWS_DIR", "CHECKS", "DATASETS", "GALLERY", "GALLERY_FOLDER", "GROUP", "NO_FACE", "NO_FACE_CROP", "OLD_PHOTO",
     "PHOTO_NAME", "PHOTO_SIDE", "PORTRAIT", "PORTRAIT_REF", "REFERENCES_FOLDER", "REFERENCE_NAME",
     "TINY_SD_ADAPTER", "TINY_SD_CHECKPOINT", "WEIGHTS_ENV", "WORKFLOWS_DIR", "WORKFLOW_NAMES", "WorkflowCheck",
-    "api_workflow", "build_tiny_sd_turbo", "dataset", "gallery_photos", "load_rgb", "missing_weights",
+    "api_workflow", "build_tiny_sd_turbo", "dataset", "execution_view", "gallery_photos", "load_rgb", "missing_weights",
     "prepare_inputs", "ui_workflow", "weights_dir", "workflow_photo", "write_extra_model_paths", "write_sd15_header",
 ]

@@ -62,11 +62,30 @@ const fit = arguments[1];
     app.canvas.ds.scale = scale;
     app.canvas.ds.offset = [margin / scale - b[0], margin / scale - b[1]];
   }
+  const fitScale = app.canvas.ds.scale;
   app.graph.setDirtyCanvas(true, true);
   await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
   return {known, missingBefore, dialogMissing, dialogText, nodes, links: Object.keys(app.graph.links || {}).length,
-          apiPrompt, promptError};
+          apiPrompt, promptError, fitScale};
 })().then(done, e => done({scriptError: String(e && e.stack || e)}));
+"""
+
+_QUEUE_SCRIPT = """
+const done = arguments[arguments.length - 1];
+const [nodeId, widgetName, timeoutMs] = arguments;
+(async () => {
+  const node = app.graph.getNodeById(+nodeId);
+  const widget = node && (node.widgets || []).find(w => w.name === widgetName);
+  if (!widget) return {error: `node ${nodeId} has no widget ${widgetName}`};
+  const before = widget.value;
+  await app.queuePrompt(0, 1);
+  const t0 = Date.now();
+  while (Date.now() - t0 < timeoutMs) {
+    if (widget.value !== before) return {value: widget.value};
+    await new Promise(r => setTimeout(r, 250));
+  }
+  return {error: `widget ${widgetName} of node ${nodeId} did not change within ${timeoutMs} ms`};
+})().then(done, e => done({error: String(e && e.stack || e)}));
 """
 
 
@@ -90,6 +109,7 @@ class UIReport:
         console_errors: SEVERE browser console messages.
         screenshot: PNG of the page after loading.
         seconds: load + screenshot time.
+        fit_scale: the canvas zoom after loading (with ``fit``: the zoom at which the whole graph is in view).
     """
 
     registered_types: list[str]
@@ -103,6 +123,7 @@ class UIReport:
     console_errors: list[str] = field(default_factory=list)
     screenshot: Path | None = None
     seconds: float = 0.0
+    fit_scale: float = 1.0
 
     @property
     def all_types_known(self) -> bool:
@@ -237,7 +258,26 @@ class ComfyWebUI:
             console_errors=_console(self._driver),
             screenshot=screenshot_path,
             seconds=time.perf_counter() - t0,
+            fit_scale=float(result["fitScale"]),
         )
+
+    def queue_and_read(self, node_id: str, widget: str, timeout: float = 300.0) -> str:
+        """Queue the loaded graph from the page (as the Queue button does) and return the value of ``widget`` of
+        node ``node_id`` once the run has changed it (e.g. the text box Face2Scene Show Report fills).
+
+        Raises:
+            WebUIError: the widget is missing or did not change within ``timeout`` seconds.
+        """
+        if self._driver is None:
+            raise WebUIError("the browser is not open; use `with ComfyWebUI(url) as ui:` or call open()")
+        self._driver.set_script_timeout(timeout + 10)
+        try:
+            result = self._driver.execute_async_script(_QUEUE_SCRIPT, str(node_id), widget, int(timeout * 1000))
+        finally:
+            self._driver.set_script_timeout(self.timeout)
+        if "error" in result:
+            raise WebUIError(f"{result['error']}; console: {_console(self._driver)}")
+        return result["value"]
 
 
 def load_workflow_in_ui(url: str, workflow: dict, screenshot_path: str | Path, **kwargs: object) -> UIReport:
