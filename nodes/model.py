@@ -65,10 +65,24 @@ def load_on_device(patchers: list) -> None:
         mm.load_models_gpu(patchers)
 
 
+def _on(t: torch.Tensor, device: torch.device) -> bool:
+    return t.device.type == device.type and (t.device.index or 0) == (device.index or 0)
+
+
 def loaded(patcher) -> torch.nn.Module:
-    """Load ``patcher`` through ComfyUI and return its module, on ``patcher.load_device``."""
+    """Load ``patcher`` through ComfyUI and return its module, wholly on ``patcher.load_device``.
+
+    Newer ComfyUI may load a model partly (low VRAM, dynamic VRAM) and leave weights on the offload device for
+    its own layers to cast on the fly; our modules are plain torch modules that cannot do that, so whatever is
+    not on the load device afterwards is moved there, as core's upscale-model node does with ``.to(device)``.
+    """
     load_on_device([patcher])
-    return patcher.model.module
+    module = patcher.model.module
+    device = torch.device(patcher.load_device)
+    if not all(_on(t, device) for t in (*module.parameters(), *module.buffers())):
+        log.info("moving %s wholly to %s (ComfyUI loaded it partly)", type(module).__name__, device)
+        module.to(device)
+    return module
 
 
 def resolve_dtype(choice: str, device: torch.device) -> torch.dtype:

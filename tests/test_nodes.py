@@ -291,6 +291,16 @@ def test_models_are_managed_by_comfyui(comfy_runtime, model):
         assert all(p.device == patcher.offload_device for p in patcher.model.parameters())
 
 
+def test_a_partly_loaded_module_is_moved_wholly_to_the_load_device(pack, monkeypatch):
+    """Newer ComfyUI may leave weights on the offload device after load_models_gpu (low / dynamic VRAM): the pack
+    moves the module to the load device itself. Simulated with the meta device as the load device."""
+    module = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    patcher = types.SimpleNamespace(model=types.SimpleNamespace(module=module), load_device=torch.device("meta"))
+    monkeypatch.setattr(pack.model, "load_on_device", lambda patchers: None)  # ComfyUI "loaded" nothing
+    out = pack.model.loaded(patcher)
+    assert out is module and all(t.device.type == "meta" for t in (*module.parameters(), *module.buffers()))
+
+
 # ----------------------------------------------------------------------------------------- gallery
 def test_gallery_loads_by_name_and_saves_without_overwriting(comfy_runtime, pack, tmp_path):
     folder = tmp_path / "gallery"
