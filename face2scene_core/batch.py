@@ -24,6 +24,7 @@ Journal lines (``event``): ``run`` (options, photo count), ``claim`` (input, out
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
@@ -445,6 +446,8 @@ def run_plan(pipe_or_factory, plan: RunPlan, journal: Journal, *,
                         pipe.prepare_references(person.arrays, names=[str(f) for f in person.files])
                 except Exception as exc:
                     raise _UsageError(exc) from exc
+                gc.collect()
+                gc.freeze()  # the models' many objects live to the end: later collections need not scan them
             res = _restore_one(pipe, photo, plan.people, kwargs)
             data, notes = encode_photo(res.image, photo, _output_format(job.dest))
             tmp = write_temp(job.dest.parent, job.dest.name, data)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -235,6 +236,18 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code.
+
+    Called without ``argv`` (the ``face2scene`` console script, ``python -m face2scene_core.cli``) the process
+    ends right here once stdout, stderr and logging are flushed (every file the command wrote is closed by
+    then): tearing down torch, diffusers and peft at interpreter exit cost 1.7-2.2 s per call, measured.
+    """
+    if argv is None:
+        code = main(sys.argv[1:])
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(code)
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
