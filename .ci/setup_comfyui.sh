@@ -12,8 +12,8 @@
 #   2. installs ComfyUI's Python requirements into PYTHON's environment, minus torch/torchvision/
 #      torchaudio, under a constraints file that pins the torch already installed (never replaced),
 #      plus selenium for the web-UI test;
-#   3. registers this repository as a custom node pack: $HOST_ROOT/custom_nodes/face2scene -> <repo>
-#      (the folder name "face2scene" becomes the pack's module name in ComfyUI) and
+#   3. registers this repository as a custom node pack: $HOST_ROOT/custom_nodes/ComfyUI-Face2Scene -> <repo>
+#      (the folder name users get from the README's git clone; it becomes the pack's module name) and
 #      $HOST_ROOT/extra_model_paths.yaml with a custom_nodes: entry for that folder;
 #   4. installs Debian's chromium + chromium-driver when missing (root only; otherwise skipped with a note).
 #
@@ -116,9 +116,11 @@ EOF
 
 # 3. This repository as a custom node pack -----------------------------------------------------
 mkdir -p "$HOST_ROOT/custom_nodes"
-ln -sfn "$REPO" "$HOST_ROOT/custom_nodes/face2scene"
+# hosts built before the pack took its published folder name linked it as custom_nodes/face2scene: drop that link
+[[ -L "$HOST_ROOT/custom_nodes/face2scene" ]] && rm "$HOST_ROOT/custom_nodes/face2scene"
+ln -sfn "$REPO" "$HOST_ROOT/custom_nodes/ComfyUI-Face2Scene"
 cat > "$HOST_ROOT/extra_model_paths.yaml" <<EOF
-# Written by .ci/setup_comfyui.sh: loads the Face2Scene pack (custom_nodes/face2scene -> repo).
+# Written by .ci/setup_comfyui.sh: loads the Face2Scene pack (custom_nodes/ComfyUI-Face2Scene -> repo).
 face2scene_test_host:
     custom_nodes: $HOST_ROOT/custom_nodes
 EOF

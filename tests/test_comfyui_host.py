@@ -88,7 +88,7 @@ def test_pack_entry_imports_without_comfyui() -> None:
 
 
 def test_comfyui_loader_imports_pack(comfy_runtime) -> None:
-    """ComfyUI's own custom-node loader imported the pack, under the module name 'face2scene'."""
+    """ComfyUI's own custom-node loader imported the pack, under the module name 'ComfyUI-Face2Scene' (its folder name)."""
     pack_dir = str(comfy_runtime.host.pack_dir)
     assert comfy_runtime.custom_node_imports.get(pack_dir) is True, comfy_runtime.boot_log[-3000:]
     assert pack_dir not in comfy_runtime.custom_node_errors

