@@ -6,6 +6,7 @@
     face2scene eval-fadex --weights DIR --images GLOB -o OUT  the paper's Fig. 3 analysis + preset retrieval
     face2scene train-restorer --config CFG [--resume]         stage-2 training (MapNet + LoRA + conv_in)
     face2scene bench                                          per-stage time and peak memory
+    face2scene eval-photos -o OUT                             the native-scale photo benchmark (held-out photos)
 
 Every user-facing failure is a :class:`~face2scene_core.errors.Face2SceneError`: it is printed as one line
 (``error: ...``) with exit code 2, never as a traceback. Folder runs go on past a failing image, report it,
@@ -114,7 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_degrade(sub)
     _add_train(sub)
     _add_bench(sub)
+    _add_eval_photos(sub)
     return parser
+
+
+def _add_eval_photos(sub: argparse._SubParsersAction) -> None:
+    from .evaluation.photos import add_parser
+
+    add_parser(sub)
 
 
 # --------------------------------------------------------------------------------------------- commands

