@@ -2,7 +2,7 @@
 
 Each (model, size) runs in a fresh subprocess, so the peak resident memory it reports (``ru_maxrss``; on CUDA
 also ``torch.cuda.max_memory_allocated``) belongs to that run alone. The photo is the shipped example
-(``examples/astronaut_lq.png``, a real degraded photo with a face) resized to ``size x size``; the reference is
+(``example_inputs/astronaut_lq.png``, a real degraded photo with a face) resized to ``size x size``; the reference is
 the shipped reference photo. Stages: detect, references (detect + align + embed the references), identity
 (face choice), align, reffr, fadex, mapnet, encode / unet / decode (the restorer's codec and one UNet step),
 restore (encode + unet + decode + colour fix), and total.
@@ -29,8 +29,8 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE = ROOT / "examples" / "astronaut_lq.png"
-EXAMPLE_REF = ROOT / "examples" / "refs" / "astronaut_ref.png"
+EXAMPLE = ROOT / "example_inputs" / "astronaut_lq.png"
+EXAMPLE_REF = ROOT / "example_inputs" / "refs" / "astronaut_ref.png"
 STAGES = ("detect", "references", "identity", "align", "reffr", "fadex", "mapnet", "encode", "unet", "decode",
           "restore")
 
@@ -79,6 +79,36 @@ def _build(model: str):
     return Face2ScenePipeline(fadex=fadex, restorer=restorer, device="auto")
 
 
+def conv_throughput(channels: int = 64, side: int = 256, repeats: int = 5) -> float:
+    """This machine's fp32 3x3 convolution rate in GFLOP/s (channels-last, batch 1, ``channels`` in and out at
+    ``side`` x ``side``, best of ``repeats``): the yardstick of the restorer's achieved rate."""
+    import torch
+
+    conv = torch.nn.Conv2d(channels, channels, 3, padding=1).eval().to(memory_format=torch.channels_last)
+    x = torch.randn(1, channels, side, side).to(memory_format=torch.channels_last)
+    flops = 2.0 * channels * channels * 9 * side * side
+    best = float("inf")
+    with torch.no_grad():
+        conv(x)
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            conv(x)
+            best = min(best, time.perf_counter() - t0)
+    return flops / best / 1e9
+
+
+def restorer_flops(pipe, h: int, w: int) -> float | None:
+    """FLOPs of one restorer network pass on an ``h x w`` photo (padded to the model's multiple), or None when the
+    network's cost is not known in closed form (the diffusers UNet)."""
+    from .restorer.film_net import FiLMUNet, flops_per_pixel
+
+    net, r = pipe.restorer.unet, pipe.restorer
+    if not isinstance(net, FiLMUNet):
+        return None
+    m = r.multiple
+    return flops_per_pixel(net, downscale=r.codec.downscale) * (-(-h // m) * m) * (-(-w // m) * m)
+
+
 def run_one(model: str, size: int, repeats: int = 1) -> dict:
     """Time one (model, size) in this process; returns per-stage seconds (best of ``repeats``) and peak memory."""
     import torch
@@ -88,7 +118,10 @@ def run_one(model: str, size: int, repeats: int = 1) -> dict:
     pipe = _build(model)
     pipe.detector, pipe.embedder, pipe.reffr  # lazy models load here, so the stage timings exclude loading
     build_s = time.perf_counter() - t0
-    tile = 512 if size > 1024 else None
+    from .restorer.film_net import FiLMUNet
+
+    film = isinstance(pipe.restorer.unet, FiLMUNet)
+    tile = (1024 if size > 2048 else None) if film else (512 if size > 1024 else None)
     best: dict[str, float] = {}
     for _ in range(max(1, repeats)):
         t0 = time.perf_counter()
@@ -102,6 +135,13 @@ def run_one(model: str, size: int, repeats: int = 1) -> dict:
               "threads": torch.get_num_threads()}
     if torch.cuda.is_available():
         result["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    flops = restorer_flops(pipe, size, size)
+    if flops is not None and best.get("unet"):
+        machine = conv_throughput()
+        achieved = flops / best["unet"] / 1e9  # tiles recompute their overlaps: counted as lost throughput
+        result.update({"restorer_gflop": round(flops / 1e9, 2), "restorer_gflops": round(achieved, 1),
+                       "machine_conv_gflops": round(machine, 1), "efficiency": round(achieved / machine, 3),
+                       "s_per_mp_restorer": round(best["unet"] / (size * size / 1e6), 3)})
     return result
 
 
@@ -115,6 +155,10 @@ def _format(rows: list[dict]) -> str:
             continue
         cells = " ".join(f"{r['seconds'].get(c, float('nan')):>10.3f}" for c in cols)
         lines.append(f"{r['model']:9} {r['size']:>5} {cells} {r['peak_rss_mb']:>9.0f}")
+        if "efficiency" in r:
+            lines.append(f"{'':15} restorer {r['restorer_gflop']:.1f} GFLOP at {r['restorer_gflops']:.1f} GFLOP/s = "
+                         f"{r['efficiency']:.0%} of this machine's fp32 3x3 conv ({r['machine_conv_gflops']:.1f} GFLOP/s); "
+                         f"{r['s_per_mp_restorer']:.2f} s per megapixel")
     return "\n".join(lines)
 
 

@@ -174,8 +174,12 @@ class Columns:
 def run_benchmark(*, out_dir: Path, n_photos: int = 16, max_pixels: int = 1_000_000, adapter: str | None = None,
                   fadex: str | None = None, ablation: str | None = None, classic_file: Path = DEFAULT_CLASSIC,
                   ops: Sequence[str] | None = None, peer_cases: int = 16, no_peer: bool = False,
-                  figure_rows: int = 6, wrong_refs: bool = True) -> dict:
-    """Run the benchmark, write ``photos.json`` (+ ``cases.csv``, ``crops.png``) to ``out_dir``; return the summary."""
+                  figure_rows: int = 6, wrong_refs: bool = True, shard: tuple[int, int] = (0, 1)) -> dict:
+    """Run the benchmark, write ``photos.json`` (+ ``cases.csv``, ``crops.png``) to ``out_dir``; return the summary.
+
+    ``shard=(k, n)``: only photos ``k, k + n, ...`` (run ``n`` processes side by side, then :func:`merge_shards`);
+    a shard writes ``photos.shard<k>of<n>.json`` instead of the summary files.
+    """
     from ..pipeline import Face2ScenePipeline
     from ..restorer.model import OneStepRestorer
     from .peers import load_peer
@@ -206,7 +210,10 @@ def run_benchmark(*, out_dir: Path, n_photos: int = 16, max_pixels: int = 1_000_
         step = max(1, len(all_cases) // peer_cases)
         peer_set = {(p, (k + p) % n_ops) for p, k in all_cases[::step][:peer_cases]}
     cases, figure = [], []
+    k_shard, n_shard = shard
     for pi, photo in enumerate(photos):
+        if pi % n_shard != k_shard:
+            continue
         gt = photo.image
         lqs = [_apply(gt, op) for op in grid]
         t0 = time.perf_counter()
@@ -245,8 +252,7 @@ def run_benchmark(*, out_dir: Path, n_photos: int = 16, max_pixels: int = 1_000_
                      row["shipped"]["psnr"], f"{row['classic']['psnr']:.2f}" if "classic" in row else "-")
             if len(figure) < figure_rows and k == (pi * 3) % n_ops and box is not None:
                 figure.append((photo.path.name, op.name, gt, outs, box))
-    result = summarise(cases, grid)
-    result["setup"] = {
+    setup = {
         "photos": [{"path": str(p.path.relative_to(datasets_root())), "identity": p.identity,
                     "size": list(p.image.shape[:2]), "refs": [q.name for q in p.ref_paths]} for p in photos],
         "operators": [{"name": o.name, "family": o.family, "params": o.params.to_dict()} for o in grid],
@@ -256,11 +262,41 @@ def run_benchmark(*, out_dir: Path, n_photos: int = 16, max_pixels: int = 1_000_
         "peer_cases": len(peer_set), "metric_channel": "y (BT.601 luma)",
         "shuffled": f"tokens of operator k + {shift} (mod {n_ops}) of the same photo",
     }
+    if figure:
+        _figure(out_dir / ("crops.png" if n_shard == 1 else f"crops.shard{k_shard}.png"), figure)
+    if n_shard > 1:
+        write_bytes_atomic(out_dir / f"photos.shard{k_shard}of{n_shard}.json",
+                           json.dumps({"setup": setup, "cases": cases}, indent=1).encode())
+        return {"setup": setup, "n_cases": len(cases)}
+    return _write_result(out_dir, cases, grid, setup)
+
+
+def _write_result(out_dir: Path, cases: list[dict], grid: Sequence[GridOperator], setup: dict) -> dict:
+    result = summarise(cases, grid)
+    result["setup"] = setup
     write_bytes_atomic(out_dir / "photos.json", json.dumps({**result, "cases": cases}, indent=1).encode())
     _write_csv(out_dir / "cases.csv", cases)
-    if figure:
-        _figure(out_dir / "crops.png", figure)
     return result
+
+
+def merge_shards(out_dir: Path) -> dict:
+    """Merge ``photos.shard*of<n>.json`` of one run into ``photos.json`` / ``cases.csv`` (cases in photo order)."""
+    files = sorted(out_dir.glob("photos.shard*of*.json"))
+    if not files:
+        raise FileNotFoundError(f"no photos.shard*of*.json in {out_dir}")
+    parts = [json.loads(f.read_text()) for f in files]
+    n = int(files[0].stem.split("of")[-1])
+    if len(files) != n:
+        raise FileNotFoundError(f"{len(files)} of {n} shards in {out_dir}: run the missing ones first")
+    setup = parts[0]["setup"]
+    order = {Path(p["path"]).name: i for i, p in enumerate(setup["photos"])}
+    cases = sorted((c for part in parts for c in part["cases"]), key=lambda c: order.get(c["photo"], 0))
+    setup["peer_cases"] = sum(part["setup"]["peer_cases"] for part in parts)
+    names = [o["name"] for o in setup["operators"]]
+    grid = [op for op in benchmark_grid() if op.name in names]
+    if (out_dir / "crops.shard0.png").is_file():
+        (out_dir / "crops.shard0.png").replace(out_dir / "crops.png")
+    return _write_result(out_dir, cases, grid, setup)
 
 
 def summarise(cases: list[dict], grid: Sequence[GridOperator]) -> dict:
@@ -352,6 +388,66 @@ def _figure(path: Path, rows: list) -> None:
     plt.close(fig)
 
 
+@torch.no_grad()
+def fadex_on_photos(*, out_dir: Path, n_photos: int = 16, max_pixels: int = 1_000_000, fadex: str | None = None,
+                    ops: Sequence[str] | None = None) -> dict:
+    """Does FaDeX see the grid on whole photos? Embeds every (photo, operator) native face pair twice, with the
+    ground-truth face and with the Ref-FR face as HQ, and reports the paper's Fig. 3 statistics plus operator
+    retrieval *across photos* (nearest embedding among the other photos). Writes ``fadex_photos.json``."""
+    from ..faces.align import align_face, native_pair
+    from ..faces.select import prepare_references
+    from ..fadex.evaluate import similarity_stats
+    from ..pipeline import Face2ScenePipeline, _Timer
+
+    pipe = Face2ScenePipeline.from_paths(fadex=fadex, device="cpu")
+    grid = [op for op in benchmark_grid() if ops is None or op.name in ops or op.family in ops]
+    photos = select_photos(n_photos, max_pixels=max_pixels)
+    emb = {"gt": [], "reffr": []}
+    used = []
+    for photo in photos:
+        face, _ = pipe.choose_face(photo.image, photo.refs, "reference", _Timer(), {})
+        refs_aligned, _ = prepare_references(photo.refs, pipe.detector, pipe.embedder, size=pipe.align_size)
+        gt_aligned = align_face(photo.image, face, size=pipe.align_size)
+        rows = {"gt": [], "reffr": []}
+        for op in grid:
+            lq = _apply(photo.image, op)
+            lq_aligned = align_face(lq, face, size=pipe.align_size)
+            hq = pipe.reffr.restore(lq_aligned.image, [a.image for a in refs_aligned])
+            for key, face_hq in (("gt", gt_aligned.image), ("reffr", hq)):
+                a, b = native_pair(lq, lq_aligned, face_hq)
+                rows[key].append(pipe.fadex.encode_pair(a, b).embedding[0].float().cpu().numpy())
+        for key in rows:
+            emb[key].append(np.stack(rows[key]))
+        used.append(photo.path.name)
+    result: dict = {"photos": used, "operators": [o.name for o in grid], "fadex": fadex or "embedded"}
+    for key, arr in emb.items():
+        e = np.stack(arr)  # n, p, d
+        st = similarity_stats(e)
+        st.pop("_hist", None)
+        n, p, _ = e.shape
+        flat = e.reshape(n * p, -1).astype(np.float64)
+        sim = flat @ flat.T
+        img = np.repeat(np.arange(n), p)
+        op_id = np.tile(np.arange(p), n)
+        sim[img[:, None] == img[None, :]] = -np.inf  # across photos only
+        nearest = sim.argmax(axis=1)
+        hit = op_id[nearest] == op_id
+        st["top1_across_photos"] = float(hit.mean())
+        st["top1_across_photos_per_operator"] = {o.name: float(hit[op_id == q].mean()) for q, o in enumerate(grid)}
+        st["chance_across_photos"] = 1.0 / p
+        result[key] = st
+    if len(emb["gt"]) and len(emb["reffr"]):  # cross: a Ref-FR code's nearest GT code of another photo
+        g, r = np.stack(emb["gt"]), np.stack(emb["reffr"])
+        n, p, _ = g.shape
+        sim = r.reshape(n * p, -1) @ g.reshape(n * p, -1).T
+        img = np.repeat(np.arange(n), p)
+        sim[img[:, None] == img[None, :]] = -np.inf
+        result["cross_reffr_to_gt_top1"] = float((np.tile(np.arange(p), n)[sim.argmax(1)] == np.tile(np.arange(p), n)).mean())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(out_dir / "fadex_photos.json", json.dumps(result, indent=1).encode())
+    return result
+
+
 def tune_classic_on_train(out_file: Path, *, n_photos: int = 8, max_pixels: int = 1_000_000) -> dict:
     """Tune the classic baseline on the TRAIN identities' photos under the whole grid; write ``out_file``."""
     photos = select_photos(n_photos, "train", max_pixels=max_pixels)
@@ -379,6 +475,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-peer", action="store_true", help="skip the Real-ESRGAN columns")
     p.add_argument("--no-wrong-refs", action="store_true", help="skip the wrong-person-references column")
     p.add_argument("--tune-classic", action="store_true", help="tune the classic baseline on the train split instead")
+    p.add_argument("--shard", help="K/N: run only photos K, K+N, ... (N processes side by side), then --merge")
+    p.add_argument("--merge", action="store_true", help="merge the shards in OUTPUT into photos.json and print the table")
+    p.add_argument("--fadex-only", action="store_true",
+                   help="only the FaDeX analysis on the photos (Fig. 3 gap, retrieval across photos, GT and Ref-FR face)")
     p.set_defaults(func=_cmd)
 
 
@@ -389,9 +489,32 @@ def _cmd(args: argparse.Namespace) -> int:
         print(f"classic baseline tuned on {res['n_cases']} train cases: {res['params']} -> {out}")
         return 0
     ops = [s.strip() for s in args.ops.split(",")] if args.ops else None
+    if args.fadex_only:
+        res = fadex_on_photos(out_dir=out, n_photos=args.photos, max_pixels=args.max_pixels, fadex=args.fadex, ops=ops)
+        for key in ("gt", "reffr"):
+            r = res[key]
+            print(f"HQ={key}: gap {r['gap']:.3f}, top-1 across photos {r['top1_across_photos']:.1%} "
+                  f"(chance {r['chance_across_photos']:.1%}), top-1 any {r['top1_accuracy']:.1%}")
+        print(f"Ref-FR code -> GT codes of other photos: {res.get('cross_reffr_to_gt_top1', float('nan')):.1%}")
+        return 0
+    if args.merge:
+        res = merge_shards(out)
+        print(format_table(res))
+        print(f"-> {out / 'photos.json'}")
+        return 0
+    shard = (0, 1)
+    if args.shard:
+        k, n = (int(v) for v in args.shard.split("/"))
+        if not 0 <= k < n:
+            raise ValueError(f"--shard K/N needs 0 <= K < N, got {args.shard}")
+        shard = (k, n)
     res = run_benchmark(out_dir=out, n_photos=args.photos, max_pixels=args.max_pixels, adapter=args.adapter,
                         fadex=args.fadex, ablation=args.ablation, classic_file=Path(args.classic), ops=ops,
-                        peer_cases=args.peer_cases, no_peer=args.no_peer, wrong_refs=not args.no_wrong_refs)
+                        peer_cases=args.peer_cases, no_peer=args.no_peer, wrong_refs=not args.no_wrong_refs,
+                        shard=shard)
+    if shard[1] > 1:
+        print(f"shard {shard[0]}/{shard[1]}: {res['n_cases']} cases -> {out}; merge with --merge when all are done")
+        return 0
     print(format_table(res))
     print(f"-> {out / 'photos.json'}")
     return 0
@@ -416,5 +539,5 @@ def format_table(res: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["run_benchmark", "summarise", "select_photos", "identity_photos", "tune_classic_on_train", "measure",
+__all__ = ["run_benchmark", "merge_shards", "fadex_on_photos", "summarise", "select_photos", "identity_photos", "tune_classic_on_train", "measure",
            "add_parser", "format_table", "fit_pixels"]

@@ -390,6 +390,8 @@ class Stage2Data:
 
     def _scene_face(self, path: Path, scene: np.ndarray, scale: float, rng: np.random.Generator):
         """A usable face box ``(x0, y0, x1, y1)`` in the resized scene, or None."""
+        if self.cfg.scene_face_prob <= 0:  # pool faces only: no detection at all
+            return None
         faces = self.face_cache.faces(path, self._image(path))
         if not faces or rng.random() >= self.cfg.scene_face_prob:
             return None

@@ -250,10 +250,13 @@ class LossSet:
     lpips: nn.Module | None
     disc: nn.Module | None
     off: dict[str, str]
+    l1: bool = False
+    l2: bool = True
 
     @property
     def on(self) -> list[str]:
-        return [name for name, m in (("l2", True), ("lpips", self.lpips), ("gan", self.disc)) if m is not None]
+        flags = (("l1", self.l1), ("l2", self.l2), ("lpips", self.lpips is not None), ("gan", self.disc is not None))
+        return [name for name, m in flags if m]
 
 
 def build_losses(cfg: Stage2Config) -> LossSet:
@@ -292,7 +295,7 @@ def build_losses(cfg: Stage2Config) -> LossSet:
             log.info("loss %s off: %s", name, why)
         else:
             log.warning("loss %s OFF: %s", name.upper(), why)
-    return LossSet(lpips=lpips, disc=disc, off=off)
+    return LossSet(lpips=lpips, disc=disc, off=off, l1=cfg.lambda_l1 > 0, l2=cfg.lambda_l2 > 0)
 
 
 # ---------------------------------------------------------------------------------------------- checkpoints
@@ -564,7 +567,8 @@ class Stage2Trainer:
     def _write_history(self) -> None:
         if not self.acc.is_main_process:
             return
-        doc = {"losses_on": self.losses.on, "losses_off": self.losses.off, "history": self.history}
+        doc = {"losses_on": self.losses.on, "losses_off": self.losses.off, "num_processes": self.acc.num_processes,
+               "history": self.history}
         write_bytes_atomic(self.out / "loss_history.json", json.dumps(doc, indent=1).encode())
 
     # ------------------------------------------------------------------ loop
