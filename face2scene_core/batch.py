@@ -30,6 +30,8 @@ import json
 import logging
 import os
 import re
+import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -373,6 +375,15 @@ def _restore_one(pipe, photo, people: list[Person], kwargs: dict):
     return res
 
 
+def _peak_rss_mb() -> float | None:
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
+
+
 def _output_format(dest: Path) -> str:
     return FORMAT_OF_SUFFIX.get(dest.suffix.lower(), "PNG")
 
@@ -403,29 +414,79 @@ def _stale_temps(plan: RunPlan) -> list[Path]:
     return removed
 
 
+def _needs_work(job: Job, done: dict, claimed: dict) -> str | None:
+    """The earlier output of ``job`` if it exists (finished, or claimed before a kill), else ``None``."""
+    prev = done.get(job.key) or claimed.get(job.key)
+    return prev if prev and Path(prev).is_file() else None
+
+
 def run_plan(pipe_or_factory, plan: RunPlan, journal: Journal, *,
-             on_item: Callable[[dict, int, int, float | None], None] | None = None, **kwargs: Any) -> dict:
+             on_item: Callable[[dict, int, int, float | None], None] | None = None, workers: int = 0,
+             **kwargs: Any) -> dict:
     """Restore every photo of ``plan`` not finished yet; returns the summary (also the journal's last line).
 
     ``pipe_or_factory``: a :class:`~face2scene_core.pipeline.Face2ScenePipeline`, or a callable building it
     (called only if there is work left). ``on_item(record, index, total, eta_seconds)`` after each photo.
-    ``kwargs`` go to the pipeline (face, cfg_scale, tile_size, ...).
+    ``workers``: ``0`` reads, restores and writes one photo after the other; ``1`` or more reads the next
+    photo and encodes/writes the previous one in background threads while the model runs (at most one
+    photo ahead and one behind, so memory stays bounded). ``kwargs`` go to the pipeline (face, tile_size...).
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     t_run = time.perf_counter()
     removed = _stale_temps(plan)
     done, claimed = journal.state()
     taken = set(claimed.values()) | set(done.values())
     journal.write({"event": "run", "pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                    "input": str(plan.input), "output": str(plan.out_root), "photos": len(plan.jobs),
-                   "options": plan.options, "excluded": plan.excluded,
+                   "options": plan.options, "excluded": plan.excluded, "workers": workers,
                    "removed_temp_files": [str(f) for f in removed]})
     counts = {"restored": 0, "skipped": 0, "failed": 0}
-    pipe = None
-    spent, n_worked = 0.0, 0
     total = len(plan.jobs)
-    for i, job in enumerate(plan.jobs, 1):
-        prev = done.get(job.key) or claimed.get(job.key)
-        if prev and Path(prev).is_file():
+    lock = threading.Lock()  # journal, counts, names taken, progress: shared with the writer thread
+    work = [(i, job) for i, job in enumerate(plan.jobs, 1) if not _needs_work(job, done, claimed)]
+    left = {"n": len(work), "t_first": None}
+
+    def report(rec: dict, i: int) -> None:
+        """Journal line + progress for one finished photo (under ``lock``)."""
+        peak = _peak_rss_mb()
+        if peak is not None:
+            rec["peak_rss_mb"] = peak  # the process's peak so far: flat along a gallery if nothing accumulates
+        journal.write(rec)
+        counts["restored" if rec["ok"] else "failed"] += 1
+        left["n"] -= 1
+        elapsed = time.perf_counter() - (left["t_first"] or t_run)
+        finished = len(work) - left["n"]
+        if on_item:
+            on_item(rec, i, total, elapsed / finished * left["n"] if finished else None)
+
+    def fail(rec: dict, exc: BaseException, src: Path) -> None:
+        rec.update(ok=False, error=_one_line_error(exc, src), error_type=type(exc).__name__)
+        if not isinstance(exc, Face2SceneError):
+            rec["traceback"] = traceback.format_exc()
+            log.debug("%s failed", src, exc_info=True)
+
+    def write(i: int, job: Job, rec: dict, image, photo, prev: str | None, t0: float) -> None:
+        try:
+            data, notes = encode_photo(image, photo, _output_format(job.dest))
+            tmp = write_temp(job.dest.parent, job.dest.name, data)
+            try:
+                with lock:
+                    dest = _claim(journal, job, tmp, Path(prev) if prev else job.dest, taken)
+                    taken.add(str(dest))
+            finally:
+                if tmp.exists():
+                    tmp.unlink()
+            rec.update(ok=True, output=str(dest), notes=photo.notes + notes)
+        except Exception as exc:  # noqa: BLE001 -- a failed save is this photo's failure only
+            fail(rec, exc, job.src)
+        rec["seconds"] = round(time.perf_counter() - t0, 3)
+        with lock:
+            report(rec, i)
+
+    for i, job in enumerate(plan.jobs, 1):  # finished by an earlier run: record, say so, skip
+        prev = _needs_work(job, done, claimed)
+        if prev:
             rec = {"event": "photo", "key": job.key, "input": str(job.src), "ok": True, "output": prev,
                    "skipped": "finished by an earlier run"}
             if job.key not in done:  # the file appeared but the run died before its line: record it now
@@ -433,49 +494,53 @@ def run_plan(pipe_or_factory, plan: RunPlan, journal: Journal, *,
             counts["skipped"] += 1
             if on_item:
                 on_item(rec, i, total, None)
-            continue
-        t0 = time.perf_counter()
-        rec = {"event": "photo", "key": job.key, "input": str(job.src)}
-        photo = res = None
-        try:
-            photo = load_photo(job.src)
-            if pipe is None:  # models load only for a readable photo; unusable references stop the run, named
-                try:
-                    pipe = pipe_or_factory if hasattr(pipe_or_factory, "restorer") else pipe_or_factory()
-                    for person in plan.people:
-                        pipe.prepare_references(person.arrays, names=[str(f) for f in person.files])
-                except Exception as exc:
-                    raise _UsageError(exc) from exc
-                gc.collect()
-                gc.freeze()  # the models' many objects live to the end: later collections need not scan them
-            res = _restore_one(pipe, photo, plan.people, kwargs)
-            data, notes = encode_photo(res.image, photo, _output_format(job.dest))
-            tmp = write_temp(job.dest.parent, job.dest.name, data)
+    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="face2scene-io") if workers > 0 and work else None
+    pipe, pending = None, None
+    try:
+        ahead = pool.submit(load_photo, work[0][1].src) if pool else None
+        for n, (i, job) in enumerate(work):
+            t0 = time.perf_counter()
+            left["t_first"] = left["t_first"] or t0
+            prev = done.get(job.key) or claimed.get(job.key)
+            rec: dict = {"event": "photo", "key": job.key, "input": str(job.src)}
+            photo = res = None
             try:
-                dest = _claim(journal, job, tmp, Path(prev) if prev else job.dest, taken)
-            finally:
-                if tmp.exists():
-                    tmp.unlink()
-            taken.add(str(dest))
-            rec.update(ok=True, output=str(dest), notes=photo.notes + notes, report=res.report)
-            counts["restored"] += 1
-        except _UsageError as exc:
-            raise exc.error
-        except Exception as exc:  # noqa: BLE001 -- every photo's failure is reported and the run goes on
-            rec.update(ok=False, error=_one_line_error(exc, job.src), error_type=type(exc).__name__)
-            if not isinstance(exc, Face2SceneError):
-                rec["traceback"] = traceback.format_exc()
-                log.debug("%s failed", job.src, exc_info=True)
-            counts["failed"] += 1
-        finally:
+                try:
+                    photo = ahead.result() if pool else load_photo(job.src)
+                finally:  # read the next photo while this one is restored
+                    if pool and n + 1 < len(work):
+                        ahead = pool.submit(load_photo, work[n + 1][1].src)
+                if pipe is None:  # models load only for a readable photo; unusable references stop the run
+                    try:
+                        pipe = pipe_or_factory if hasattr(pipe_or_factory, "restorer") else pipe_or_factory()
+                        for person in plan.people:
+                            pipe.prepare_references(person.arrays, names=[str(f) for f in person.files])
+                    except Exception as exc:
+                        raise _UsageError(exc) from exc
+                    gc.collect()
+                    gc.freeze()  # the models' many objects live to the end: later collections skip them
+                res = _restore_one(pipe, photo, plan.people, kwargs)
+                rec["report"] = res.report
+            except _UsageError as exc:
+                raise exc.error
+            except Exception as exc:  # noqa: BLE001 -- every photo's failure is reported and the run goes on
+                fail(rec, exc, job.src)
+                rec["seconds"] = round(time.perf_counter() - t0, 3)
+                with lock:
+                    report(rec, i)
+                continue
+            if pending is not None:
+                pending.result()  # at most one photo waits to be written
+            if pool:
+                pending = pool.submit(write, i, job, rec, res.image, photo, prev, t0)
+            else:
+                write(i, job, rec, res.image, photo, prev, t0)
             photo = res = None  # noqa: F841 -- free the photo before the next one is read
-        rec["seconds"] = round(time.perf_counter() - t0, 3)
-        journal.write(rec)
-        spent += rec["seconds"]
-        n_worked += 1
-        eta = spent / n_worked * (total - i)
-        if on_item:
-            on_item(rec, i, total, eta)
+        if pending is not None:
+            pending.result()
+    finally:
+        if pool:
+            pool.shutdown(wait=True)
     summary = {"event": "summary", "photos": total, **counts, "seconds": round(time.perf_counter() - t_run, 3),
                "report": str(journal.path)}
     journal.write(summary)

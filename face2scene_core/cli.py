@@ -59,6 +59,9 @@ def _add_restore(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-face-ok", action="store_true",
                    help="restore photos without a usable face without degradation tokens instead of failing")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    p.add_argument("--workers", type=int, default=1, choices=[0, 1],
+                   help="1 (default): read the next photo and write the previous one in background threads while "
+                   "the model runs; 0: one step after the other")
     p.add_argument("--report", help="the JSON-lines report (default: face2scene_report.jsonl in the output "
                    "folder, or <output name>.report.jsonl beside a single output)")
     p.set_defaults(func=_cmd_restore)
@@ -171,7 +174,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
 
             return Face2ScenePipeline.from_paths(**models, device=args.device)
 
-        summary = run_plan(build, plan, journal, on_item=_print_item, **kwargs)
+        summary = run_plan(build, plan, journal, on_item=_print_item, workers=args.workers, **kwargs)
     if summary["failed"]:
         print(f"{summary['failed']} of {summary['photos']} image(s) failed; see {summary['report']}", file=sys.stderr)
         return 1

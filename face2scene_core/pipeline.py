@@ -304,4 +304,5 @@ class Face2ScenePipeline:
                     out = paste_back(out, hq, aligned)
             report["pasted_face"] = True
         report["timings_s"] = {k: round(v, 4) for k, v in timer.seconds.items()}
+        self._detected = None  # do not hold on to this photo once it is restored
         return RestoreOutput(image=out, hq_face=hq, report=report)

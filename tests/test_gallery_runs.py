@@ -259,3 +259,14 @@ def test_several_people_each_photo_uses_the_person_it_shows(models, tmp_path):
     for rep in results.values():
         assert set(rep["people"]) == {"anna", "ben"} and all("score" in v for v in rep["people"].values())
     assert main(_args(models, gallery, tmp_path / "o2", "--refs", refs / "anna", "--refs", refs / "ben")) == 2
+
+
+def test_a_reference_without_a_face_stops_the_run_naming_the_file(models, tmp_path, capsys):
+    gallery, refs = tmp_path / "gallery", tmp_path / "refs"
+    save_image(gallery / "a.png", _small("img55.jpg"))
+    save_image(refs / "good.png", _small("img12.jpg"))
+    save_image(refs / "building.png", load_photo(NO_FACE).rgb)
+    assert main(_args(models, gallery, tmp_path / "out", "--refs", refs)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "building.png" in err[0] and "No face" in err[0]
+    assert not (tmp_path / "out" / "a.png").exists()
