@@ -46,7 +46,7 @@ def _records(journal: Path) -> list[dict]:
     return [json.loads(line) for line in journal.read_text().splitlines() if line.strip()]
 
 
-def bench_big(out: Path, scale: float) -> dict:
+def bench_big(out: Path, scale: float, extra: list[str]) -> dict:
     """img49 (deepface p03, 4352x2903) upscaled by ``scale`` (2 -> 8704x5806, 50.5 MP), references img9 + img47."""
     out.mkdir(parents=True, exist_ok=True)
     src = out / "big.jpg"
@@ -60,7 +60,7 @@ def bench_big(out: Path, scale: float) -> dict:
         for n in ("img9.jpg", "img47.jpg"):
             save_image(refs / n, load_photo(DEEPFACE / n).rgb)
     dest = out / "restored"
-    wall, peak, code = _run(["restore", str(src), "--refs", str(refs), "-o", str(dest)])
+    wall, peak, code = _run(["restore", str(src), "--refs", str(refs), "-o", str(dest), *extra])
     rec = [r for r in _records(dest / "big.report.jsonl") if r.get("event") == "photo"][-1]
     w, h = rec.get("report", {}).get("size", [0, 0])
     figures = {"photo": f"{w}x{h}", "megapixels": round(w * h / 1e6, 1), "exit_code": code, "ok": rec["ok"],
@@ -79,7 +79,7 @@ def _gallery_sources(n: int) -> list[Path]:
     return [DATA / rows[i]["path"] for i in idx]
 
 
-def bench_gallery(out: Path, n: int) -> dict:
+def bench_gallery(out: Path, n: int, extra: list[str]) -> dict:
     gallery = out / "gallery"
     if not gallery.exists():
         for i, src in enumerate(_gallery_sources(n)):
@@ -87,7 +87,7 @@ def bench_gallery(out: Path, n: int) -> dict:
             dst.parent.mkdir(parents=True, exist_ok=True)
             dst.write_bytes(src.read_bytes())
     dest = out / "restored"
-    wall, peak, code = _run(["restore", str(gallery), "-o", str(dest), "--face", "largest", "--no-face-ok"])
+    wall, peak, code = _run(["restore", str(gallery), "-o", str(dest), "--face", "largest", "--no-face-ok", *extra])
     photos = [r for r in _records(dest / "face2scene_report.jsonl") if r.get("event") == "photo"]
     inside = sum(r["seconds"] for r in photos)
     mp = [r["report"]["size"][0] * r["report"]["size"][1] / 1e6 for r in photos if r.get("ok")]
@@ -111,8 +111,14 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=50, help="gallery size")
     ap.add_argument("--scale", type=float, default=2.0, help="big: upscale factor of the 12.6 MP source")
     ap.add_argument("--json", help="also write the figures here")
+    ap.add_argument("--models", help="a folder with fadex/ and restorer.safetensors (e.g. tiny random models: the "
+                    "same code path, cheaper tiles) instead of the embedded model")
+    ap.add_argument("--workers", default="1", help="passed to face2scene restore")
     a = ap.parse_args()
-    figures = bench_big(Path(a.out), a.scale) if a.what == "big" else bench_gallery(Path(a.out), a.n)
+    extra = ["--workers", a.workers]
+    if a.models:
+        extra += ["--fadex", str(Path(a.models) / "fadex"), "--adapter", str(Path(a.models) / "restorer.safetensors")]
+    figures = bench_big(Path(a.out), a.scale, extra) if a.what == "big" else bench_gallery(Path(a.out), a.n, extra)
     if a.json:
         Path(a.json).write_text(json.dumps(figures, indent=2))
 
