@@ -4,7 +4,8 @@ CI has only the 2024 host; this test runs where ``FACE2SCENE_CURRENT_COMFYUI`` n
 requirements are importable by ``FACE2SCENE_CURRENT_PYTHON`` (default: this interpreter), and skips otherwise. It
 checks what the 2024 host cannot: the Template Browser's list (``/workflow_templates``) holds exactly the pack's
 five UI workflows, each one and its ``.jpg`` thumbnail are served, the pack's nodes and web extension load, and
-the all-in-one workflow's prompt runs (report included). To set one up from the registries, e.g.:
+the all-in-one workflow's prompt runs (report included); and in the current frontend (headless Chromium) every
+workflow opens readable and the report shows after a run queued from the page. To set one up from the registries, e.g.:
 
     python3.11 -m venv /tmp/curvenv && echo $PWD/.venv/lib/python3.11/site-packages > /tmp/curvenv/lib/python3.11/site-packages/main.pth
     /tmp/curvenv/bin/pip install comfyui-frontend-package==1.27.10 comfyui-embedded-docs torchsde av alembic \\
@@ -21,8 +22,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from comfyui_host import PACK_NAME, REPO_ROOT, ComfyServer
+from comfyui_host import PACK_NAME, REPO_ROOT, ComfyServer, ComfyWebUI
 from comfyui_host import pack_fixtures as pf
+from comfyui_host.fixtures import comfy_browser  # noqa: F401
 from comfyui_host.paths import HostPaths
 
 CURRENT = os.environ.get("FACE2SCENE_CURRENT_COMFYUI")
@@ -69,4 +71,20 @@ def test_all_in_one_runs_and_reports_without_a_false_alarm(server):
     assert run.success, run.error
     (text,) = run.history["outputs"]["44"]["text"]
     (image,) = json.loads(text)["images"]
+    assert image["face_used"] == 0 and "someone else" not in image["reason"]
+
+
+def test_current_frontend_opens_every_workflow_readable_and_shows_the_report(server, comfy_browser, tmp_path):
+    """In the current frontend (headless Chromium, 1600x1000): every node known, the graph fits at zoom >= 0.8, the
+    prompt it builds executes the same as the API file (it no longer sends Load Image's "upload"), and Show Report's
+    text box (web/show_report.js) shows the report after a run queued from the page."""
+    info = server.object_info()
+    with ComfyWebUI(server.url, browser=comfy_browser, window_size=(1600, 1000), timeout=300) as ui:
+        for name in pf.WORKFLOW_NAMES:
+            report = ui.load(pf.ui_workflow(name), tmp_path / f"{name}.png", fit=True)
+            assert report.all_types_known and report.dialog_text == "", (name, report.unknown_types)
+            assert report.fit_scale >= 0.8, (name, report.fit_scale)
+            assert pf.execution_view(report.api_prompt, info) == pf.execution_view(pf.api_workflow(name, test_inputs=False), info)
+        ui.load(pf.ui_workflow("all_in_one"), tmp_path / "run.png", fit=True)
+        (image,) = json.loads(ui.queue_and_read("44", "report_text", timeout=900))["images"]
     assert image["face_used"] == 0 and "someone else" not in image["reason"]

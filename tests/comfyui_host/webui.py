@@ -72,20 +72,21 @@ const fit = arguments[1];
 
 _QUEUE_SCRIPT = """
 const done = arguments[arguments.length - 1];
-const [nodeId, widgetName, timeoutMs] = arguments;
+const [nodeId, widgetName] = arguments;
 (async () => {
   const node = app.graph.getNodeById(+nodeId);
   const widget = node && (node.widgets || []).find(w => w.name === widgetName);
   if (!widget) return {error: `node ${nodeId} has no widget ${widgetName}`};
-  const before = widget.value;
+  window.__face2sceneBefore = widget.value;
   await app.queuePrompt(0, 1);
-  const t0 = Date.now();
-  while (Date.now() - t0 < timeoutMs) {
-    if (widget.value !== before) return {value: widget.value};
-    await new Promise(r => setTimeout(r, 250));
-  }
-  return {error: `widget ${widgetName} of node ${nodeId} did not change within ${timeoutMs} ms`};
+  return {queued: true};
 })().then(done, e => done({error: String(e && e.stack || e)}));
+"""
+
+_READ_SCRIPT = """
+const node = app.graph.getNodeById(+arguments[0]);
+const widget = node && (node.widgets || []).find(w => w.name === arguments[1]);
+return widget && widget.value !== window.__face2sceneBefore ? {value: widget.value} : null;
 """
 
 
@@ -270,13 +271,15 @@ class ComfyWebUI:
         """
         if self._driver is None:
             raise WebUIError("the browser is not open; use `with ComfyWebUI(url) as ui:` or call open()")
-        self._driver.set_script_timeout(timeout + 10)
-        try:
-            result = self._driver.execute_async_script(_QUEUE_SCRIPT, str(node_id), widget, int(timeout * 1000))
-        finally:
-            self._driver.set_script_timeout(self.timeout)
+        result = self._driver.execute_async_script(_QUEUE_SCRIPT, str(node_id), widget)
         if "error" in result:
             raise WebUIError(f"{result['error']}; console: {_console(self._driver)}")
+        deadline = time.perf_counter() + timeout
+        while (result := self._driver.execute_script(_READ_SCRIPT, str(node_id), widget)) is None:
+            if time.perf_counter() > deadline:
+                raise WebUIError(f"widget {widget} of node {node_id} did not change within {timeout:.0f} s; "
+                                 f"console: {_console(self._driver)}")
+            time.sleep(0.5)
         return result["value"]
 
 
