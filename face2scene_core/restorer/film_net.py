@@ -67,9 +67,9 @@ class TokenPool(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(queries * token_dim, cond_dim), nn.SiLU(), nn.Linear(cond_dim, cond_dim))
 
     def forward(self, context: torch.Tensor) -> torch.Tensor:
-        ctx = self.norm(context.float())
+        ctx = self.norm(context.to(self.norm.weight.dtype))
         k, v = self.key(ctx), self.value(ctx)  # b, l, d
-        attn = torch.einsum("qd,bld->bql", self.queries, k) * k.shape[-1] ** -0.5
+        attn = torch.einsum("qd,bld->bql", self.queries.to(k.dtype), k) * k.shape[-1] ** -0.5
         pooled = torch.einsum("bql,bld->bqd", attn.softmax(dim=-1), v)  # b, q, d
         return self.mlp(pooled.flatten(1))
 

@@ -1,0 +1,76 @@
+"""The shipped embedded model on real held-out photos at native scale: a retrain that harms photos fails here.
+
+The floors are the v2 model's measured mean gains on these photos minus a margin (v2 measured, dB over the input:
+JPEG q30 -0.21, noise +3.72, blur + JPEG +1.57, x2 + noise + JPEG +0.10, motion + JPEG +0.45; clean photos 34.9 /
+41.3 / 40.8 dB). Issue 9's targets are stricter (every family above the input, a clean photo >= 38 dB); the
+JPEG and clean floors record where v2 still falls short (docs/results.md says why: the Ref-FR face of a clean
+photo does not look clean to FaDeX) so that a retrain cannot fall further.
+
+The photos are held-out identities of configs/split.json (never trained on), area-downscaled to 0.25 MP to keep the
+test short; the references are other photos of the same person; the operators come from the benchmark grid
+(face2scene_core.degradation.families.benchmark_grid). Full figures: `face2scene eval-photos` (docs/results.md).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from face2scene_core.degradation.families import benchmark_grid
+from face2scene_core.metrics.quality import psnr
+from shared_data import datasets_dir
+
+OPS = ("clean", "jpeg_q30", "gauss_colour_s15", "blur_s2_jpeg40", "x2_noise5_jpeg50", "motion_9_jpeg30")
+#: floor of the mean PSNR gain over the input (dB) per operator on these photos (v2 measured minus a margin)
+MIN_GAIN = {"jpeg_q30": -0.5, "gauss_colour_s15": 2.5, "blur_s2_jpeg40": 0.8, "x2_noise5_jpeg50": -0.2,
+            "motion_9_jpeg30": 0.15}
+
+
+@pytest.fixture(scope="module")
+def restored():
+    datasets_dir()
+    from face2scene_core.evaluation.photos import Columns, _apply, select_photos
+    from face2scene_core.pipeline import Face2ScenePipeline
+
+    pipe = Face2ScenePipeline.from_paths(device="cpu")
+    cols = Columns(pipe)
+    grid = {op.name: op for op in benchmark_grid()}
+    photos = select_photos(3, max_pixels=250_000)
+    rows = []
+    for photo in photos:
+        for name in OPS:
+            lq = _apply(photo.image, grid[name])
+            tokens, _, _ = cols.tokens(lq, photo.refs)
+            assert tokens is not None, f"no face used in {photo.path.name}"
+            out = cols.restore(pipe.restorer, lq, tokens)
+            rows.append({"photo": photo.path.name, "op": name, "input": psnr(lq, photo.image),
+                         "out": psnr(out, photo.image), "tokens": tokens})
+    return rows
+
+
+@pytest.mark.parametrize("op", sorted(MIN_GAIN))
+def test_shipped_model_gain_per_kind_of_degradation(restored, op):
+    rows = [r for r in restored if r["op"] == op]
+    gains = [r["out"] - r["input"] for r in rows]
+    assert np.mean(gains) >= MIN_GAIN[op], (op, [(r["photo"], round(r["input"], 2), round(r["out"], 2)) for r in rows])
+
+
+def test_shipped_model_changes_a_clean_photo_little(restored):
+    clean = [r["out"] for r in restored if r["op"] == "clean"]  # PSNR(output, input): input == ground truth
+    assert min(clean) >= 33.5 and np.mean(clean) >= 37.5, clean
+
+
+def test_degradation_codes_differ_by_operator_more_than_by_photo(restored):
+    """The tokens of one operator on different photos are closer than the tokens of different operators."""
+    import torch
+
+    vec = {(r["photo"], r["op"]): torch.nn.functional.normalize(r["tokens"].flatten().float(), dim=0) for r in restored}
+    photos = sorted({p for p, _ in vec})
+    hits = total = 0
+    for (p, op), v in vec.items():
+        others = [(q, o) for (q, o) in vec if q != p]
+        best = max(others, key=lambda k: float(v @ vec[k]))
+        hits += best[1] == op
+        total += 1
+    # v2 measured 0.56 (chance 0.2): with the Ref-FR face FaDeX confuses the mild operators (docs/results.md)
+    assert len(photos) == 3 and hits / total >= 0.4, hits / total
