@@ -1,0 +1,32 @@
+"""Quick photo check: 3 held-out photos (0.25 MP) x the 19 grid operators, PSNR of the input, the model with its own
+tokens, with another operator's tokens (operator k + 9 of the grid) and without tokens. The same photos, tokens and
+shuffle as `face2scene eval-photos --photos 3 --max-pixels 250000` (which adds the other columns and metrics).
+
+    python scripts/photo_check.py ADAPTER|- FADEX_DIR|-        # '-' = the embedded one
+"""
+import sys, numpy as np, time
+from face2scene_core.evaluation.photos import Columns, _apply, select_photos
+from face2scene_core.pipeline import Face2ScenePipeline
+from face2scene_core.degradation.families import benchmark_grid
+from face2scene_core.metrics.quality import psnr
+adapter, fadex = sys.argv[1], sys.argv[2]
+pipe = Face2ScenePipeline.from_paths(adapter=adapter if adapter != "-" else None, fadex=fadex if fadex != "-" else None, device="cpu")
+cols = Columns(pipe)
+grid = benchmark_grid()
+photos = select_photos(3, max_pixels=250_000)
+res = {}
+for photo in photos:
+    lqs = [_apply(photo.image, op) for op in grid]
+    toks = [cols.tokens(lq, photo.refs)[0] for lq in lqs]
+    for k, op in enumerate(grid):
+        out = cols.restore(pipe.restorer, lqs[k], toks[k])
+        sh = cols.restore(pipe.restorer, lqs[k], toks[(k + 9) % len(grid)])
+        nt = cols.restore(pipe.restorer, lqs[k], None)
+        res.setdefault(op.name, []).append((psnr(lqs[k], photo.image), psnr(out, photo.image), psnr(sh, photo.image), psnr(nt, photo.image)))
+print(f"{'op':20} input  shipped shuffled notok")
+allr = []
+for name, rows in res.items():
+    a = np.minimum(np.array(rows), 100).mean(0); allr += rows
+    print(f"{name:20} " + " ".join(f"{v:7.2f}" for v in a))
+a = np.minimum(np.array(allr), 100)
+print("mean (non-clean)", a[3:].mean(0) if False else np.array([r for n, rows in res.items() if n != 'clean' for r in rows]).mean(0))
