@@ -19,27 +19,13 @@ from face2scene_core.restorer.film_net import FiLMUNet, flops_per_pixel
 from face2scene_core.restorer.model import OneStepRestorer
 from face2scene_core.training.stage2 import Stage2Config, train_restorer
 from shared_data import datasets_dir
+from test_training import NoFaces, fadex_dir  # noqa: F401  (the tiny FaDeX fixture and the faceless detector)
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "restorer_tiny.yaml"
 FILM = ["small.net=film", "small.factor=2", "small.block_out_channels=[8, 16, 32]", "small.layers_per_block=[1, 1, 1]",
         "small.cond_dim=16", "small.self_attention=[false, false, false]", "data.operators=photo",
         "lambda_l1=1.0", "lambda_l2=0.0", "lr_schedule=cosine", "data.crop_sizes=[64]"]
-
-
-class NoFaces:
-    def detect(self, image):
-        return []
-
-
-@pytest.fixture(scope="module")
-def fadex_dir(tmp_path_factory) -> Path:
-    from face2scene_core.fadex.model import FaDeX
-
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("fadex")
-    FaDeX(channels=(8, 16), blocks_per_stage=(1, 1), embed_dim=8, proj_hidden=16).save_pretrained(str(folder))
-    return folder
 
 
 def _cfg(out: Path, fadex: Path, *extra: str) -> Stage2Config:
