@@ -22,6 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tune-classic", action="store_true", help="tune the classic baseline on the train split instead")
     p.add_argument("--shard", help="K/N: run only photos K, K+N, ... (N processes side by side), then --merge")
     p.add_argument("--merge", action="store_true", help="merge the shards in OUTPUT into photos.json and print the table")
+    p.add_argument("--partial", action="store_true", help="with --merge: summarise the shards present, naming them")
     p.add_argument("--fadex-only", action="store_true",
                    help="only the FaDeX analysis on the photos (Fig. 3 gap, retrieval across photos, GT and Ref-FR face)")
     p.set_defaults(func=_cmd)
@@ -45,7 +46,7 @@ def _cmd(args: argparse.Namespace) -> int:
         print(f"Ref-FR code -> GT codes of other photos: {res.get('cross_reffr_to_gt_top1', float('nan')):.1%}")
         return 0
     if args.merge:
-        res = merge_shards(out)
+        res = merge_shards(out, partial=args.partial)
         print(format_table(res))
         print(f"-> {out / 'photos.json'}")
         return 0

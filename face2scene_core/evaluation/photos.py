@@ -279,23 +279,30 @@ def _write_result(out_dir: Path, cases: list[dict], grid: Sequence[GridOperator]
     return result
 
 
-def merge_shards(out_dir: Path) -> dict:
-    """Merge ``photos.shard*of<n>.json`` of one run into ``photos.json`` / ``cases.csv`` (cases in photo order)."""
+def merge_shards(out_dir: Path, *, partial: bool = False) -> dict:
+    """Merge ``photos.shard*of<n>.json`` of one run into ``photos.json`` / ``cases.csv`` (cases in photo order).
+
+    ``partial``: summarise the shards present even if some are missing (the summary says which were merged)."""
     files = sorted(out_dir.glob("photos.shard*of*.json"))
     if not files:
         raise FileNotFoundError(f"no photos.shard*of*.json in {out_dir}")
     parts = [json.loads(f.read_text()) for f in files]
     n = int(files[0].stem.split("of")[-1])
-    if len(files) != n:
-        raise FileNotFoundError(f"{len(files)} of {n} shards in {out_dir}: run the missing ones first")
+    if len(files) != n and not partial:
+        raise FileNotFoundError(f"{len(files)} of {n} shards in {out_dir}: run the missing ones first (or --partial)")
     setup = parts[0]["setup"]
+    setup["shards_merged"] = [f.name for f in files]
+    setup["shards_total"] = n
+    present = {c["photo"] for part in parts for c in part["cases"]}
+    setup["photos"] = [p for p in setup["photos"] if Path(p["path"]).name in present]
     order = {Path(p["path"]).name: i for i, p in enumerate(setup["photos"])}
     cases = sorted((c for part in parts for c in part["cases"]), key=lambda c: order.get(c["photo"], 0))
     setup["peer_cases"] = sum(part["setup"]["peer_cases"] for part in parts)
     names = [o["name"] for o in setup["operators"]]
     grid = [op for op in benchmark_grid() if op.name in names]
-    if (out_dir / "crops.shard0.png").is_file():
-        (out_dir / "crops.shard0.png").replace(out_dir / "crops.png")
+    crops = sorted(out_dir.glob("crops.shard*.png"))
+    if crops:
+        crops[0].replace(out_dir / "crops.png")
     return _write_result(out_dir, cases, grid, setup)
 
 
@@ -334,6 +341,18 @@ def summarise(cases: list[dict], grid: Sequence[GridOperator]) -> dict:
         out["paired"][key]["per_family_psnr"] = {
             f: paired([r[a]["psnr"] for r in rows if r["family"] == f], [r[b]["psnr"] for r in rows if r["family"] == f])
             for f in families if any(r["family"] == f for r in rows)}
+    # the same pairs over the degraded operators only (a clean input has PSNR inf, capped at 100 dB, which would
+    # dominate any mean that includes it; clean photos are reported on their own below)
+    degraded = [r for r in cases if r["family"] != "clean"]
+    out["paired_degraded"] = {}
+    for a, b in pairs:
+        rows = [r for r in degraded if a in r and b in r]
+        if rows:
+            out["paired_degraded"][f"{a}-{b}"] = {m: paired([r[a][m] for r in rows], [r[b][m] for r in rows])
+                                                  for m in ("psnr", "ssim", "noface_psnr")
+                                                  if all(r[a][m] is not None and r[b][m] is not None for r in rows)}
+    out["overall_degraded"] = {c: {m: summary(v) for m in METRICS if (v := col_metric(degraded, c, m))}
+                               for c in columns}
     clean = [r for r in cases if r["family"] == "clean"]
     if clean:  # do no harm: PSNR(output, input) on clean photos = PSNR(output, gt) since input == gt
         out["clean_psnr_vs_input"] = {c: summary(col_metric(clean, c, "psnr")) for c in columns if c != "input"}
@@ -475,6 +494,23 @@ def format_table(res: dict) -> str:
     for c in res["columns"]:
         pf = res["per_family"][c]
         lines.append(f"| {c} | " + " | ".join(f"{pf[f]['psnr']:.2f}" if f in pf else "-" for f in res["families"]) + " |")
+    lines += ["", "over the degraded operators (clean excluded):",
+              "| column | PSNR | SSIM | face-excluded PSNR |", "|---|---|---|---|"]
+    for c in res["columns"]:
+        o = res.get("overall_degraded", {}).get(c, {})
+        if "psnr" in o:
+            lines.append(f"| {c} | {o['psnr']['mean']:.2f} | {o['ssim']['mean']:.4f} | "
+                         f"{o['noface_psnr']['mean']:.2f} |" if "noface_psnr" in o else
+                         f"| {c} | {o['psnr']['mean']:.2f} | {o['ssim']['mean']:.4f} | - |")
+    lines.append("")
+    for key, v in res.get("paired_degraded", {}).items():
+        if "psnr" in v:
+            p = v["psnr"]
+            lines.append(f"degraded {key}: PSNR {p['mean']:+.2f} dB [{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}] "
+                         f"wins {p['wins']}/{p['n']}")
+    if "clean_psnr_vs_input" in res:
+        lines.append("clean photos, PSNR(output, input): " + ", ".join(
+            f"{c} {v['mean']:.2f} (min {v['min']:.2f})" for c, v in res["clean_psnr_vs_input"].items()))
     lines.append("")
     for key, v in res["paired"].items():
         p = v["psnr"]
