@@ -77,14 +77,17 @@ def test_server_runs_workflow_and_serves_its_images(server, name):
             for image, (_, original) in zip(images, gallery, strict=True):
                 out = png(server.view(image))
                 assert out.shape == original.shape
-                assert np.abs(out.astype(np.int16) - original.astype(np.int16)).mean() > 0.5
+                # an old photo, a group photo, a photo without a face: v2 must not damage them (it barely changes them)
+                assert np.abs(out.astype(np.int16) - original.astype(np.int16)).mean() < 20
             continue
         (image,) = images
         out = png(server.view(image))
         size = {"photo": photo.shape, "face": (512, 512, 3), "panel": (536, 512, 3)}[kind]
         assert out.shape == size, (node_id, out.shape)
         if node_id in check.restored:
-            assert np.abs(out.astype(np.int16) - photo.astype(np.int16)).mean() > 0.5
+            diff = np.abs(out.astype(np.int16) - photo.astype(np.int16)).mean()
+            # without a degradation code the v2 model leaves the photo (almost) as it is
+            assert diff < 2.0 if name == "no_tokens" else diff > 0.5, (node_id, diff)
 
 
 def _bad_prompts() -> dict[str, tuple[dict, str, str, str]]:
