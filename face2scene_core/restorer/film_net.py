@@ -15,8 +15,8 @@ unchanged; only the network differs:
 - **Identity at initialisation**: the output convolution is zero, so an untrained net returns its input
   (the restorer predicts a residual).
 
-Widths ``(32, 64, 128, 256)`` with ``(1, 2, 2, 2)`` blocks on a x2 pixel-unshuffle latent: ~135 GFLOP per
-megapixel (half of it at the two finest levels).
+Widths ``(32, 64, 128, 256)`` with ``(1, 2, 2, 2)`` blocks on a x2 pixel-unshuffle latent: ~124 GFLOP per
+megapixel by `flops_per_pixel` (the same at every level: widths double as the area quarters).
 """
 
 from __future__ import annotations
