@@ -205,7 +205,7 @@ def _cmd_eval_fadex(args: argparse.Namespace) -> int:
     import glob
 
     from .errors import InputImageError, WeightsNotFoundError
-    from .fadex.evaluate import evaluate_fadex
+    from .evaluation.fadex import evaluate_fadex
     from .fadex.model import FaDeX
     from .imageio import IMAGE_SUFFIXES, list_images
 

@@ -104,7 +104,7 @@ class Face2ScenePipeline:
                    reffr=None, device: str = "auto") -> "Face2ScenePipeline":
         """Build from weight paths; with no ``sd_turbo`` the embedded CPU model shipped in the package is used."""
         from .fadex.model import FaDeX
-        from .restorer.model import OneStepRestorer
+        from .restorer.loading import load_sd_turbo_restorer, restorer_from_adapter
 
         fadex_dir = Path(fadex) if fadex else EMBEDDED_DIR / "fadex"
         if not (fadex_dir / "config.json").is_file():
@@ -114,8 +114,6 @@ class Face2ScenePipeline:
             )
         fadex_model = FaDeX.from_pretrained(str(fadex_dir), use_safetensors=True)
         if sd_turbo:
-            from .restorer.sd_turbo import load_sd_turbo_restorer
-
             if not adapter:
                 raise WeightsNotFoundError(
                     "--sd-turbo needs a Face2Scene adapter (--adapter FILE.safetensors) trained for it "
@@ -126,7 +124,7 @@ class Face2ScenePipeline:
             path = Path(adapter) if adapter else EMBEDDED_DIR / "restorer.safetensors"
             if not path.is_file():
                 raise WeightsNotFoundError(f"restorer adapter not found: '{path}'.")
-            restorer = OneStepRestorer.from_adapter(str(path))
+            restorer = restorer_from_adapter(str(path))
         return cls(fadex=fadex_model, restorer=restorer, reffr=reffr, device=device)
 
     @property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -85,6 +86,12 @@ def load_gallery_report(folder: Path, limit: int = 0) -> tuple[list[np.ndarray],
     return images, names, skipped
 
 
+def gallery_report(folder: Path, names: list[str], skipped: list[str]) -> str:
+    """The Load Gallery node's ``report`` output: JSON naming the loaded files and each skipped one with its reason."""
+    rows = [dict(zip(("file", "reason"), s.split(": ", 1))) for s in skipped]
+    return json.dumps({"folder": str(folder), "loaded": len(names), "files": names, "skipped": rows}, indent=1)
+
+
 def pad_to_largest(images: list[np.ndarray]) -> list[np.ndarray]:
     """Pad every image (bottom/right, black) to the largest height and width."""
     h, w = max(i.shape[0] for i in images), max(i.shape[1] for i in images)
@@ -130,15 +137,17 @@ def save_gallery(arrays: list[np.ndarray], names: list[str], folder: Path, fmt: 
 
 class Face2SceneLoadGallery:
     DESCRIPTION = ("Loads every image of a folder, upright, with its file name; unreadable files are skipped with a "
-                   "warning in the console naming each. 'one by one': each photo goes through the "
+                   "warning naming each in the 'report' output (connect Face2Scene Show Report) and the console. "
+                   "'one by one': each photo goes through the "
                    "graph on its own, at its own size. 'batch': one IMAGE batch (all photos the same size). "
                    "'batch (pad to largest)': for reference photos of different sizes.")
     CATEGORY = CATEGORY
-    RETURN_TYPES = ("IMAGE", "STRING", "INT")
-    RETURN_NAMES = ("images", "names", "count")
-    OUTPUT_IS_LIST = (True, True, False)
+    RETURN_TYPES = ("IMAGE", "STRING", "INT", "STRING")
+    RETURN_NAMES = ("images", "names", "count", "report")
+    OUTPUT_IS_LIST = (True, True, False, False)
     OUTPUT_TOOLTIPS = ("The photos (a list one by one, or one batch).", "Their file names (one per line in a batch).",
-                       "How many photos were loaded.")
+                       "How many photos were loaded.",
+                       "JSON: the folder, the files loaded and every file skipped with its reason.")
     FUNCTION = "load"
 
     @classmethod
@@ -160,9 +169,10 @@ class Face2SceneLoadGallery:
         return str(sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in path.iterdir() if f.is_file()))
 
     def load(self, folder, mode, limit):
-        images, names = load_gallery(resolve_folder(folder, "input"), limit)
+        path = resolve_folder(folder, "input")
+        images, names, skipped = load_gallery_report(path, limit)
         out_images, out_names = gallery_outputs(images, names, mode)
-        return (out_images, out_names, len(images))
+        return (out_images, out_names, len(images), gallery_report(path, names, skipped))
 
 
 class Face2SceneSaveGallery:
@@ -200,5 +210,5 @@ class Face2SceneSaveGallery:
         return {"ui": {"images": ui}, "result": ("\n".join(str(p) for p in paths),)}
 
 
-__all__ = ["FORMATS", "LOAD_MODES", "Face2SceneLoadGallery", "Face2SceneSaveGallery", "gallery_outputs",
+__all__ = ["FORMATS", "LOAD_MODES", "Face2SceneLoadGallery", "Face2SceneSaveGallery", "gallery_outputs", "gallery_report",
            "load_gallery", "load_gallery_report", "pad_to_largest", "resolve_folder", "save_gallery"]

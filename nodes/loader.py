@@ -43,8 +43,7 @@ def _load_fadex(weights: Path):
 
 def _load_restorer(backend: str, checkpoint: Path | None, adapter: Path | None, weights: Path):
     from ..face2scene_core.restorer.adapter import read_adapter_spec
-    from ..face2scene_core.restorer.model import OneStepRestorer
-    from ..face2scene_core.restorer.sd_turbo import load_sd_turbo_restorer
+    from ..face2scene_core.restorer.loading import load_sd_turbo_restorer, restorer_from_adapter
 
     if backend == "SD-Turbo":
         if adapter is None:
@@ -64,7 +63,7 @@ def _load_restorer(backend: str, checkpoint: Path | None, adapter: Path | None, 
         raise ArchitectureMismatchError(
             f"adapter '{path.name}' was trained for SD-Turbo: choose backend 'SD-Turbo' and your SD-Turbo checkpoint."
         )
-    return OneStepRestorer.from_adapter(str(path))
+    return restorer_from_adapter(str(path))
 
 
 def load_model(backend: str, checkpoint: Path | None, adapter: Path | None, dtype: str = "auto", *,

@@ -1,7 +1,7 @@
 """What must the HQ face carry for FaDeX to name the operator? (docs/results.md, Ref-FR retrieval section)
 
 Builds the held-out Ref-FR grid (13 identities x 2 GT photos x 8 operators, as
-``python -m face2scene_core.reffr.evaluate``) at ``--size`` px, then embeds (LQ, HQ) with the shipped FaDeX for
+``python -m face2scene_core.evaluation.reffr``) at ``--size`` px, then embeds (LQ, HQ) with the shipped FaDeX for
 HQ = variants of the ground truth and of the Ref-FR output, and prints the all-8-operator top-1 of each:
 
     python scripts/fadex_hq_probe.py --size 256
@@ -22,7 +22,7 @@ from face2scene_core.degradation import degrade_image  # noqa: E402
 from face2scene_core.fadex.model import FaDeX  # noqa: E402
 from face2scene_core.pipeline import EMBEDDED_DIR  # noqa: E402
 from face2scene_core.reffr import default_reffr  # noqa: E402
-from face2scene_core.reffr.evaluate import (  # noqa: E402
+from face2scene_core.evaluation.reffr import (  # noqa: E402
     default_degrade_ops, fadex_retrieval, heldout_cases, load_heldout_faces,
 )
 from face2scene_core.reffr.transfer import ReferenceTransferRefFR  # noqa: E402

@@ -8,7 +8,7 @@ import sys, numpy as np, time
 from face2scene_core.evaluation.photos import Columns, _apply, select_photos
 from face2scene_core.pipeline import Face2ScenePipeline
 from face2scene_core.degradation.families import benchmark_grid
-from face2scene_core.metrics.quality import psnr
+from face2scene_core.evaluation.metrics import psnr
 adapter, fadex = sys.argv[1], sys.argv[2]
 pipe = Face2ScenePipeline.from_paths(adapter=adapter if adapter != "-" else None, fadex=fadex if fadex != "-" else None, device="cpu")
 cols = Columns(pipe)

@@ -9,7 +9,7 @@ from face2scene_core.evaluation.photos import Columns, _apply, select_photos
 from face2scene_core.pipeline import Face2ScenePipeline, _Timer
 from face2scene_core.degradation.families import benchmark_grid
 from face2scene_core.faces.align import align_face, native_pair
-from face2scene_core.metrics.quality import psnr
+from face2scene_core.evaluation.metrics import psnr
 pipe = Face2ScenePipeline.from_paths(device="cpu"); cols = Columns(pipe)
 grid = {o.name: o for o in benchmark_grid()}
 for photo in select_photos(2, max_pixels=250_000):

@@ -332,7 +332,7 @@ def test_checkpoint_resume_equals_straight_run(tmp_path, ffhq):
 
 
 def test_training_with_reffr_pairs_uses_train_identities_only(tmp_path, ffhq):
-    from face2scene_core.reffr.evaluate import load_heldout_faces
+    from face2scene_core.evaluation.reffr import load_heldout_faces
 
     split = json.loads((REPO / "configs" / "split.json").read_text())
     ids = load_heldout_faces(sources=("faceapi",), size=64, split_key="train_identities")

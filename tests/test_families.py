@@ -21,7 +21,7 @@ from face2scene_core.degradation.families import (
 )
 from face2scene_core.errors import ConfigError
 from face2scene_core.imageio import load_image, to_float, to_uint8
-from face2scene_core.metrics.quality import psnr
+from face2scene_core.evaluation.metrics import psnr
 from tests.shared_data import datasets_dir
 
 

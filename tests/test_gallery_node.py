@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 
 import numpy as np
@@ -25,9 +26,12 @@ def test_load_gallery_skips_unreadable_files_with_a_warning(comfy_runtime, tmp_p
     (folder / "b.jpg").write_bytes(b"")
     (folder / "d.png").write_text("not an image")
     with caplog.at_level(logging.WARNING):
-        images, names, count = comfy_runtime.call_node("Face2SceneLoadGallery", folder=str(folder),
-                                                       mode="one by one", limit=0)
+        images, names, count, report = comfy_runtime.call_node("Face2SceneLoadGallery", folder=str(folder),
+                                                               mode="one by one", limit=0)
     assert names == ["a.png", "c.png"] and count == 2
+    report = json.loads(report)
+    assert report["files"] == names and [r["file"] for r in report["skipped"]] == ["b.jpg", "d.png"]
+    assert all(r["reason"] for r in report["skipped"])
     assert tuple(images[1].shape) == (1, 30, 20, 3)
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("b.jpg" in m for m in warned) and any("d.png" in m for m in warned)

@@ -6,7 +6,7 @@ import pytest
 from skimage.metrics import structural_similarity
 
 from face2scene_core.imageio import load_image
-from face2scene_core.metrics import face_excluded, mean_ci, psnr, ssim
+from face2scene_core.evaluation.metrics import face_excluded, mean_ci, psnr, ssim
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 

@@ -73,7 +73,7 @@ def test_shipped_refiner_brings_heldout_faces_closer_to_the_ground_truth():
     """Held-out FFHQ faces (never trained on), blurred + downscaled + noisy: the refined face has a
     higher PSNR against the clean face than the reference transfer's output it starts from."""
     from face2scene_core.degradation import PRESETS, degrade_image
-    from face2scene_core.metrics.quality import psnr
+    from face2scene_core.evaluation.metrics import psnr
 
     refined = default_reffr(256)
     transfer = ReferenceTransferRefFR.for_size(256)
@@ -130,7 +130,7 @@ def test_trainer_resumes_to_the_same_weights_as_an_uninterrupted_run(tmp_path):
 def test_light_operators_degrade_less_than_the_default_ones():
     """light_prob's operators (x2, mild) leave faces much closer to the clean face than Real-ESRGAN x4's."""
     from face2scene_core.degradation import RealESRGANDegradation, degrade_image
-    from face2scene_core.metrics.quality import psnr
+    from face2scene_core.evaluation.metrics import psnr
     from face2scene_core.reffr.train_refine import LIGHT_DEGRADATION
 
     gt = _ffhq(81)

@@ -19,7 +19,7 @@ import pytest
 from face2scene_core.degradation import PRESETS, degrade_image
 from face2scene_core.errors import ReferenceImageError
 from face2scene_core.imageio import load_image
-from face2scene_core.metrics import psnr
+from face2scene_core.evaluation.metrics import psnr
 from face2scene_core.reffr.base import RefFR
 from face2scene_core.reffr.transfer import ReferenceTransferRefFR, laplacian_pyramid, collapse_pyramid
 from shared_data import datasets_dir
@@ -173,7 +173,7 @@ def test_evaluation_cli_writes_a_report(tmp_path):
 
 
 def test_fadex_retrieval_scores_operator_codes_not_face_codes():
-    from face2scene_core.reffr.evaluate import fadex_retrieval
+    from face2scene_core.evaluation.reffr import fadex_retrieval
 
     rng = np.random.default_rng(0)
     ops = ["D1", "D2", "D3", "R0", "R1"]
@@ -205,7 +205,7 @@ def test_fadex_retrieval_scores_operator_codes_not_face_codes():
 
 
 def test_evaluation_rejects_bad_arguments(restorer):
-    from face2scene_core.reffr.evaluate import evaluate_reffr
+    from face2scene_core.evaluation.reffr import evaluate_reffr
 
     with pytest.raises(ValueError, match="gt_per_identity"):
         evaluate_reffr(restorer, {}, {"D1": PRESETS["D1"]}, embedder=object(), gt_per_identity=0)

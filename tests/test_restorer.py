@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from face2scene_core.errors import ArchitectureMismatchError, FaceTooSmallError,
 from face2scene_core.restorer import sd_turbo as st
 from face2scene_core.restorer.codecs import PixelUnshuffleCodec, VAECodec
 from face2scene_core.restorer.colorfix import adain_color_fix, wavelet_color_fix, wavelet_decompose
+from face2scene_core.restorer.loading import restorer_from_adapter
 from face2scene_core.restorer.model import OneStepRestorer
 from face2scene_core.restorer.tiling import ramp, tile_starts
 
@@ -309,7 +311,7 @@ def test_adain_color_fix_matches_channel_statistics():
 # ------------------------------------------------------------------------------------------ adapters
 def test_small_adapter_round_trip_rebuilds_an_identical_model(small, tmp_path):
     path = small.save_adapter(tmp_path / "small.safetensors")
-    rebuilt = OneStepRestorer.from_adapter(path).eval()
+    rebuilt = restorer_from_adapter(path).eval()
     lq = torch.rand(1, 3, 40, 40)
     assert torch.equal(small.restore(lq, small.tokens_from_features(features())),
                        rebuilt.restore(lq, rebuilt.tokens_from_features(features())))
@@ -342,7 +344,7 @@ def test_mismatched_adapters_raise_architecture_mismatch(small, sd_like, tmp_pat
     with pytest.raises(ArchitectureMismatchError, match="unet_lora"):
         sd_like_restorer(unet_lora_rank=8).load_adapter(sd_path)
     with pytest.raises(WeightsNotFoundError, match="SD-Turbo checkpoint"):
-        OneStepRestorer.from_adapter(sd_path)
+        restorer_from_adapter(sd_path)
     save_file({"w": torch.zeros(2)}, tmp_path / "plain.safetensors")
     with pytest.raises(ArchitectureMismatchError, match="not a Face2Scene restorer adapter"):
         small.load_adapter(tmp_path / "plain.safetensors")
@@ -354,8 +356,7 @@ def test_mismatched_adapters_raise_architecture_mismatch(small, sd_like, tmp_pat
 
 
 def test_an_embedded_adapter_with_an_sd_turbo_checkpoint_is_refused(small, tmp_path):
-    from face2scene_core.restorer.adapter import restorer_from_adapter
-    from face2scene_core.restorer.sd_turbo import load_sd_turbo_restorer
+    from face2scene_core.restorer.loading import load_sd_turbo_restorer
 
     path = small.save_adapter(tmp_path / "small.safetensors")
     # refused from the adapter's metadata, before the (here absent) checkpoint is opened
@@ -566,3 +567,37 @@ def test_bundled_configs_are_sd21():
     with init_empty_weights():
         unet = UNet2DConditionModel.from_config(cfg["unet"])
     assert sum(p.numel() for p in unet.parameters()) == 865_910_724  # SD 2.1 UNet
+
+
+def test_the_restorer_package_imports_form_no_cycle():
+    """adapter / model / sd_turbo / film_net never import each other in a circle (function-level imports count):
+    only restorer.loading knows every backend."""
+    import ast
+
+    import face2scene_core.restorer as pkg
+
+    root = Path(pkg.__file__).parent
+    graph = {}
+    for f in root.glob("*.py"):
+        deps = set()
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                names = [node.module] if node.module else [a.name for a in node.names]
+                deps |= {n.split(".")[0] for n in names if (root / f"{n.split('.')[0]}.py").is_file()}
+        graph[f.stem] = deps - {f.stem}
+
+    def cycle_from(start, node, seen):
+        for dep in graph.get(node, ()):
+            if dep == start:
+                return [node, dep]
+            if dep not in seen:
+                seen.add(dep)
+                found = cycle_from(start, dep, seen)
+                if found:
+                    return [node, *found]
+        return None
+
+    cycles = {m: cycle_from(m, m, set()) for m in graph}
+    assert not any(cycles.values()), {m: c for m, c in cycles.items() if c}
+    assert {"model", "sd_turbo", "adapter", "film_net"} <= graph["loading"]
+

@@ -6,7 +6,7 @@ from face2scene_core.imageio import load_image
 
 from face2scene_core.fadex.model import FaDeX
 from face2scene_core.restorer.model import OneStepRestorer
-from face2scene_core.training.evaluate import evaluate_restorer
+from face2scene_core.evaluation.crops import evaluate_restorer
 
 
 def test_evaluation_reports_input_restored_and_token_effect(tmp_path):

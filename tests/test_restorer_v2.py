@@ -16,6 +16,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from face2scene_core.config import load_config
 from face2scene_core.restorer.film_net import FiLMUNet, flops_per_pixel
+from face2scene_core.restorer.loading import restorer_from_adapter
 from face2scene_core.restorer.model import OneStepRestorer
 from face2scene_core.training.stage2 import Stage2Config, train_restorer
 from shared_data import datasets_dir
@@ -73,7 +74,7 @@ def test_film_restorer_trains_on_photo_operators_and_its_adapter_reloads(tmp_pat
     assert len(l1) == 60 and np.mean(l1[-3:]) < 0.95 * l1[0], l1  # the residual grows from a zero output conv
     lrs = [h["lr"] for h in hist["history"]]
     assert lrs[-1] < 0.2 * max(lrs)  # cosine: decays towards lr_min_ratio
-    restored = OneStepRestorer.from_adapter(final)
+    restored = restorer_from_adapter(final)
     assert type(restored.unet).__name__ == "FiLMUNet" and restored.spec()["net"] == "FiLMUNet"
 
 
@@ -87,7 +88,7 @@ def test_v1_adapter_is_refused_by_a_film_restorer_with_a_clear_message(tmp_path)
                                  layers_per_block=(1, 1), mapnet_kwargs={"num_heads": 2, "mlp_hidden": 32})
     with pytest.raises(ArchitectureMismatchError, match="net is 'UNet2DConditionModel' in the file but 'FiLMUNet'"):
         film.load_adapter(path)
-    assert type(OneStepRestorer.from_adapter(path).unet).__name__ == "UNet2DConditionModel"
+    assert type(restorer_from_adapter(path).unet).__name__ == "UNet2DConditionModel"
 
 
 def test_training_runs_under_accelerate_launch_with_two_cpu_processes(tmp_path, fadex_dir):

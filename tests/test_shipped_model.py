@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from face2scene_core.degradation.families import benchmark_grid
-from face2scene_core.metrics.quality import psnr
+from face2scene_core.evaluation.metrics import psnr
 from shared_data import datasets_dir
 
 OPS = ("clean", "jpeg_q30", "gauss_colour_s15", "blur_s2_jpeg40", "x2_noise5_jpeg50", "motion_9_jpeg30")

@@ -249,7 +249,7 @@ def test_embedded_config_loads_and_finds_its_images():
 
 # ---------------------------------------------------------------------------------------------- trainer
 def test_fixed_batch_loss_goes_down_and_final_adapter_reloads(tmp_path, fadex_dir):
-    from face2scene_core.restorer.model import OneStepRestorer
+    from face2scene_core.restorer.loading import restorer_from_adapter
 
     out = tmp_path / "run"
     cfg = tiny_cfg(out, fadex_dir, "overfit_batches=1", "neg_prompt_prob=0", "steps=20", "checkpoint_every=100")
@@ -259,7 +259,7 @@ def test_fixed_batch_loss_goes_down_and_final_adapter_reloads(tmp_path, fadex_di
     assert len(l2) == 20 and hist["losses_on"] == ["l2"]
     assert np.mean(l2[-3:]) < 0.7 * l2[0], l2
     # the final adapter rebuilds the trained model
-    restorer = OneStepRestorer.from_adapter(final)
+    restorer = restorer_from_adapter(final)
     ckpt = load_file(str(out / "checkpoints" / "step_0000020" / "model.safetensors"))
     unet_w = ckpt["restorer.unet.conv_out.weight"]
     assert torch.equal(restorer.unet.conv_out.weight, unet_w) and unet_w.abs().sum() > 0

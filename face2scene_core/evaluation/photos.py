@@ -42,7 +42,7 @@ import torch
 
 from ..degradation.families import FAMILIES, GridOperator, benchmark_grid
 from ..imageio import load_image, to_float, to_uint8, write_bytes_atomic
-from ..metrics.quality import psnr, ssim
+from .metrics import psnr, ssim
 from .classic import ClassicParams, classic_restore, tune_classic
 from .stats import paired, summary
 
@@ -127,7 +127,7 @@ def _apply(image: np.ndarray, op: GridOperator) -> np.ndarray:
 
 def measure(out: np.ndarray, gt: np.ndarray, box: tuple[int, int, int, int] | None, mask: np.ndarray | None) -> dict:
     """The :data:`METRICS` of one restored photo (luma; face metrics ``None`` without a face)."""
-    from ..metrics.quality import face_excluded
+    from .metrics import face_excluded
 
     m = {"psnr": psnr(out, gt), "ssim": ssim(out, gt)}
     if box is not None and mask is not None:
@@ -180,7 +180,7 @@ def run_benchmark(*, out_dir: Path, n_photos: int = 16, max_pixels: int = 1_000_
     a shard writes ``photos.shard<k>of<n>.json`` instead of the summary files.
     """
     from ..pipeline import Face2ScenePipeline
-    from ..restorer.model import OneStepRestorer
+    from ..restorer.loading import restorer_from_adapter
     from .peers import load_peer
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -196,7 +196,7 @@ def run_benchmark(*, out_dir: Path, n_photos: int = 16, max_pixels: int = 1_000_
     if peer is None:
         log.warning("Real-ESRGAN columns skipped: %s", why)
     pipe = Face2ScenePipeline.from_paths(adapter=adapter, fadex=fadex, device="cpu")
-    abl = OneStepRestorer.from_adapter(ablation).eval() if ablation else None
+    abl = restorer_from_adapter(ablation).eval() if ablation else None
     cols = Columns(pipe, abl, classic, peer)
     photos = select_photos(n_photos, max_pixels=max_pixels)
     wrong_of = {i: photos[(i + 1 + k) % len(photos)] for i in range(len(photos))
@@ -415,7 +415,7 @@ def fadex_on_photos(*, out_dir: Path, n_photos: int = 16, max_pixels: int = 1_00
     retrieval *across photos* (nearest embedding among the other photos). Writes ``fadex_photos.json``."""
     from ..faces.align import align_face, native_pair
     from ..faces.select import prepare_references
-    from ..fadex.evaluate import similarity_stats
+    from .fadex import similarity_stats
     from ..pipeline import Face2ScenePipeline, _Timer
 
     pipe = Face2ScenePipeline.from_paths(fadex=fadex, device="cpu")

@@ -6,12 +6,11 @@
     out.features  # (1, C, H/4, W/4) -> MapNet;  out.embedding  # (1, 256), unit norm
 
 Modules: ``model`` (FaDeX), ``moco`` (query/key encoders, labelled queue, multi-positive InfoNCE),
-``data`` (on-the-fly degraded face pairs), ``train`` (resumable training, CLI), ``evaluate``
-(paper Fig. 3 analysis and operator retrieval).
+``data`` (on-the-fly degraded face pairs), ``train`` (resumable training, CLI). Its evaluation (paper Fig. 3
+analysis and operator retrieval) is :mod:`face2scene_core.evaluation.fadex`.
 """
 
 from .data import FacePairSampler, PairBatch, load_face_images
-from .evaluate import evaluate_fadex, similarity_stats
 from .model import MIN_INPUT_SIZE, FaDeX, FaDeXOutput
 from .moco import MoCoFaDeX, MoCoOutput, multi_positive_info_nce
 from .train import FaDeXTrainConfig, train_fadex
@@ -28,6 +27,4 @@ __all__ = [
     "load_face_images",
     "FaDeXTrainConfig",
     "train_fadex",
-    "evaluate_fadex",
-    "similarity_stats",
 ]

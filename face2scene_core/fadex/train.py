@@ -289,7 +289,7 @@ def load_reffr_source(cfg: FaDeXTrainConfig) -> dict[str, Any]:
     Faces are detected (shipped RetinaFace), aligned at ``reffr_size`` and filtered by identity
     (dlib) exactly as the Ref-FR evaluation does, but from the split's ``train_identities``.
     """
-    from ..reffr.evaluate import load_heldout_faces
+    from ..evaluation.reffr import load_heldout_faces
     from ..reffr.transfer import ReferenceTransferRefFR
 
     ids = load_heldout_faces(split_path=cfg.reffr_split, sources=tuple(cfg.reffr_sources), size=cfg.reffr_size,
@@ -390,7 +390,7 @@ def train_fadex(cfg: FaDeXTrainConfig, resume: bool = False, *, hq_fn: HQFn | No
     moco.encoder_q.save_pretrained(final, safe_serialization=True)
     logger.info("saved the trained encoder to %s", final)
     if cfg.eval_data:
-        from .evaluate import evaluate_fadex
+        from ..evaluation.fadex import evaluate_fadex
 
         results = evaluate_fadex(moco.encoder_q, resolve_images(cfg.eval_data), out / "eval",
                                  n_random_ops=cfg.eval_random_ops, seed=cfg.seed)

@@ -59,6 +59,12 @@ class RefineTrainConfig:
     light_prob: float = _help("share of cases degraded by a light operator (x2, mild blur / noise / JPEG: "
                               "LIGHT_DEGRADATION) instead of the Real-ESRGAN x4 one, so nearly clean faces "
                               "are left alone", default=0.0)
+    operators: str = _help("operator sampler of the pool: 'realesrgan' (random Real-ESRGAN x4, with light_prob) or "
+                           "'photo' (the native-scale photo families of degradation/families.py, clean included: "
+                           "a clean face must come back as it is)", default="realesrgan")
+    degradation: dict = _help("overrides of the sampler's config (e.g. family_weights for 'photo')", default_factory=dict)
+    init: str = _help("start from this RefineNet folder (e.g. face2scene_core/weights/reffr_refine) instead of "
+                      "random weights; its widths win over channels / blocks", default="")
     channels: list[int] = _help("RefineNet widths at 1/2 and 1/4 size", default_factory=lambda: [48, 96])
     blocks: list[int] = _help("RefineNet residual blocks per level", default_factory=lambda: [2, 4])
     crop_size: int = _help("training crop side, px (multiple of 4)", default=128)
@@ -89,6 +95,8 @@ def _pool_key(cfg: RefineTrainConfig, size: int) -> str:
             "ops_per_ffhq": cfg.ops_per_ffhq, "max_refs": cfg.max_refs, "seed": cfg.seed}
     if cfg.light_prob:
         keys["light_prob"] = cfg.light_prob
+    if cfg.operators != "realesrgan" or cfg.degradation:
+        keys["operators"], keys["degradation"] = cfg.operators, cfg.degradation
     return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -97,10 +105,11 @@ def build_pool(cfg: RefineTrainConfig, size: int, *, progress: bool = True) -> d
     from tqdm.auto import tqdm
 
     from ..degradation import RealESRGANDegradation, degrade_image
-    from .evaluate import load_heldout_faces
+    from ..degradation.families import build_degradation
+    from ..evaluation.reffr import load_heldout_faces
 
     rng = np.random.default_rng([cfg.seed, size])
-    deg, light = RealESRGANDegradation(), RealESRGANDegradation(LIGHT_DEGRADATION)
+    deg, light = build_degradation(cfg.operators, cfg.degradation), RealESRGANDegradation(LIGHT_DEGRADATION)
     reffr = ReferenceTransferRefFR.for_size(size)
     jobs: list[tuple[np.ndarray, list[np.ndarray]]] = []
     ids = load_heldout_faces(split_path=cfg.split, size=size, split_key="train_identities")
@@ -218,6 +227,11 @@ def train_refine(cfg: RefineTrainConfig, resume: bool = False) -> Path:
         step = int(state["step"])
         rng.bit_generator.state = state["rng"]
         logger.info("resumed from %s (step %d)", last, step)
+    elif cfg.init:
+        torch.manual_seed(cfg.seed)
+        net = RefineNet.from_pretrained(cfg.init, use_safetensors=True)
+        logger.info("initialised from %s", cfg.init)
+        opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     else:
         torch.manual_seed(cfg.seed)
         net = RefineNet(channels=tuple(cfg.channels), blocks=tuple(cfg.blocks))

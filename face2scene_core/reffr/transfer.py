@@ -32,7 +32,7 @@ Without references the same band-wise Wiener denoising runs alone, followed by a
 a log line says so. Everything is deterministic (no random state; OpenCV's DIS flow and filters give
 identical bytes on identical inputs).
 
-Measured with ``python -m face2scene_core.reffr.evaluate`` (13 held-out identities, 2 GT photos each,
+Measured with ``python -m face2scene_core.evaluation.reffr`` (13 held-out identities, 2 GT photos each,
 Real-ESRGAN x4 operators D1-D4 + 4 seeded random ones = 208 faces, references = up to 3 *other* photos of
 the person): PSNR(Y) 27.62 -> 28.91 dB (gain +1.29, 95% CI [+1.05, +1.53], better on 83% of faces),
 SSIM(Y) 0.776 -> 0.834, dlib identity similarity to the GT 0.967 -> 0.978 (gain +0.0106 [+0.0089,

@@ -110,7 +110,7 @@ def _mismatch(path: Path, field: str, found, expected) -> ArchitectureMismatchEr
     return ArchitectureMismatchError(
         f"adapter '{path}' does not fit this restorer: {field} is {found!r} in the file but {expected!r} here. "
         "Load it into a restorer of the architecture it was trained for "
-        "(OneStepRestorer.from_adapter rebuilds one from the file)."
+        "(face2scene_core.restorer.loading.restorer_from_adapter rebuilds one from the file)."
     )
 
 
@@ -187,65 +187,6 @@ def load_adapter(restorer, path: str | Path) -> None:
     log.info("loaded restorer adapter %s (%s backend)", path, spec["backend"])
 
 
-def restorer_from_adapter(path: str | Path, *, sd_turbo: str | Path | None = None):
-    """Build a :class:`~.model.OneStepRestorer` from an adapter file.
-
-    A fully trained (small) model is rebuilt from the metadata alone; an SD-Turbo adapter also needs the
-    base checkpoint ``sd_turbo`` (single ``.safetensors`` file or diffusers folder).
-    """
-    from diffusers import UNet2DConditionModel
-
-    from ..mapnet.model import MapNet
-    from .codecs import codec_from_spec
-    from .model import OneStepRestorer
-
-    path = Path(path)
-    spec = read_adapter_spec(path)
-    mapnet = MapNet.from_config(spec["mapnet"]) if spec.get("mapnet") else None
-    if spec["codec"].get("type") == "vae":
-        if sd_turbo is None:
-            raise WeightsNotFoundError(
-                f"adapter '{path}' was trained on SD-Turbo: pass the SD-Turbo checkpoint too "
-                "(sd_turbo=<sd_turbo.safetensors or diffusers folder>)"
-            )
-        from .sd_turbo import load_sd_turbo
-
-        restorer = load_sd_turbo(
-            sd_turbo, mapnet=mapnet, prediction_type=spec["prediction_type"], cfg_scale=spec["cfg_scale"],
-            unet_lora_rank=(spec.get("unet_lora") or {}).get("rank"),
-            vae_lora_rank=(spec.get("vae_lora") or {}).get("rank"),
-        )
-    else:
-        if sd_turbo is not None:
-            raise ArchitectureMismatchError(
-                f"adapter '{path.name}' was trained for the embedded model, not SD-Turbo; choose the embedded "
-                "backend (no SD-Turbo checkpoint), or an SD-Turbo adapter."
-            )
-        if not spec.get("train_unet_fully"):
-            raise ArchitectureMismatchError(
-                f"adapter '{path}' holds no full UNet (LoRA only) and no base checkpoint type is known for "
-                f"codec {spec['codec']!r}; it cannot be rebuilt from the file alone"
-            )
-        net_name = spec.get("net", "UNet2DConditionModel")
-        if net_name == "FiLMUNet":
-            from .film_net import FiLMUNet
-
-            unet = FiLMUNet.from_config(spec["unet_config"])
-        elif net_name == "UNet2DConditionModel":
-            unet = UNet2DConditionModel.from_config(spec["unet_config"])
-        else:
-            raise ArchitectureMismatchError(f"adapter '{path}' needs a network {net_name!r} this package does not have; "
-                                            "update the package")
-        restorer = OneStepRestorer(
-            unet, codec_from_spec(spec["codec"]), torch.zeros(spec["prompt_shape"]), mapnet=mapnet,
-            learned_prompts=spec["learned_prompts"], prediction_type=spec["prediction_type"],
-            cfg_scale=spec["cfg_scale"], timestep=spec["timestep"], scheduler_config=spec.get("scheduler_config"),
-            train_unet_fully=True, backend=spec["backend"],
-        )
-    load_adapter(restorer, path)
-    return restorer
-
-
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
@@ -254,5 +195,4 @@ __all__ = [
     "load_adapter",
     "read_adapter_spec",
     "check_adapter_spec",
-    "restorer_from_adapter",
 ]

@@ -410,13 +410,6 @@ class OneStepRestorer(nn.Module):
         load_adapter(self, path)
 
     @classmethod
-    def from_adapter(cls, path: str | Path, *, sd_turbo: str | Path | None = None) -> OneStepRestorer:
-        """Rebuild a restorer from an adapter file alone (small backend), or on an SD-Turbo checkpoint."""
-        from .adapter import restorer_from_adapter
-
-        return restorer_from_adapter(path, sd_turbo=sd_turbo)
-
-    @classmethod
     def small(
         cls,
         *,

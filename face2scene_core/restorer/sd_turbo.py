@@ -362,13 +362,6 @@ def load_sd_turbo(
     return restorer
 
 
-def load_sd_turbo_restorer(sd_turbo: str | Path, adapter: str | Path) -> OneStepRestorer:
-    """SD-Turbo checkpoint + Face2Scene adapter (MapNet, LoRA, conv_in) -> ready restorer."""
-    from .adapter import restorer_from_adapter
-
-    return restorer_from_adapter(adapter, sd_turbo=sd_turbo)
-
-
 # ---------------------------------------------------------------------------------------- random models
 def tiny_sd_configs(cross_attention_dim: int = 1024) -> dict[str, dict]:
     """Configs of a tiny SD-2.1-shaped model (same block types and layout, few channels, 1 text layer)."""
@@ -441,7 +434,6 @@ __all__ = [
     "load_sd_components",
     "restorer_from_components",
     "load_sd_turbo",
-    "load_sd_turbo_restorer",
     "tiny_sd_configs",
     "write_config_dir",
     "build_tiny_sd_like",

@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 from ..imageio import to_float, to_uint8, write_bytes_atomic
-from .data import HQFn, load_face_images, with_noise_seed
-from .model import FaDeX
+from ..fadex.data import HQFn, load_face_images, with_noise_seed
+from ..fadex.model import FaDeX
 
 logger = logging.getLogger(__name__)
 

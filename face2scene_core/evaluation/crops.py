@@ -1,7 +1,7 @@
 """Held-out evaluation of a trained restorer: PSNR / SSIM of the output, of the degraded input, and the
 effect of the degradation tokens, with 95% confidence intervals over images.
 
-    python -m face2scene_core.training.evaluate --adapter face2scene_core/weights/restorer.safetensors \
+    python -m face2scene_core.evaluation.crops --adapter face2scene_core/weights/restorer.safetensors \
         [--ablation runs/restorer_notokens/final.safetensors] --out docs/results/restorer
 
 Samples come from :class:`~face2scene_core.training.data.Stage2Data` on the *held-out* scenes of
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..imageio import write_bytes_atomic
-from ..metrics import mean_ci, psnr, ssim
+from .metrics import mean_ci, psnr, ssim
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +52,15 @@ def evaluate_restorer(adapter: str, *, fadex: str | None = None, ablation: str |
     paired token gain); with ``figure_rows > 0`` also ``crops.png``: that many samples (spread evenly)
     as rows of input | without tokens | restored | ground truth, each labelled with its PSNR.
     """
-    from ..restorer.model import OneStepRestorer
-    from .data import Stage2Data, Stage2DataConfig
-    from .stage2 import load_fadex
+    from ..restorer.loading import restorer_from_adapter
+    from ..training.data import Stage2Data, Stage2DataConfig
+    from ..training.stage2 import load_fadex
 
     cfg = Stage2DataConfig(scenes=HELDOUT_SCENES, face_pool=HELDOUT_FACES, split_file=None, crop_sizes=[crop],
                            scale_range=(0.6, 1.0), max_face=160)
     data = Stage2Data(cfg, batch_size=1, seed=seed)
-    model = OneStepRestorer.from_adapter(adapter).eval()
-    abl = OneStepRestorer.from_adapter(ablation).eval() if ablation else None
+    model = restorer_from_adapter(adapter).eval()
+    abl = restorer_from_adapter(ablation).eval() if ablation else None
     enc = load_fadex(fadex).eval()
     rows = {k: {"psnr": [], "ssim": []} for k in ("input", "restored", "restored_no_tokens", "ablation")}
     pick = set(np.linspace(0, n_samples - 1, figure_rows).round().astype(int).tolist()) if figure_rows > 0 else set()

@@ -15,7 +15,7 @@ The degradation is applied to the aligned GT face itself (``512x512``; Real-ESRG
 the LQ holds about a ``128 px`` face, resized back with bicubic). Summaries give the mean and a normal
 95% confidence interval over faces (``metrics.mean_ci``), for LQ, HQ and the paired gain HQ - LQ.
 
-    python -m face2scene_core.reffr.evaluate --out runs/reffr_eval
+    python -m face2scene_core.evaluation.reffr --out runs/reffr_eval
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ from ..errors import ConfigError, InputImageError
 from ..faces.align import align_face
 from ..faces.types import Face
 from ..imageio import load_image, save_image, write_bytes_atomic
-from ..metrics import mean_ci, psnr, ssim
-from .base import RefFR
+from .metrics import mean_ci, psnr, ssim
+from ..reffr.base import RefFR
 
 logger = logging.getLogger(__name__)
 
@@ -341,7 +341,7 @@ def fadex_retrieval(op_names: Sequence[str], embeddings: Mapping[str, Sequence[n
     order :func:`evaluate_reffr` runs them). Operator subsets: ``presets`` (names starting with
     ``D``), ``random`` (``R``) and ``all``; a subset with fewer than 2 operators is left out.
     """
-    from ..fadex.evaluate import similarity_stats
+    from .fadex import similarity_stats
 
     p = len(op_names)
     subsets = {"presets": [i for i, n in enumerate(op_names) if n.startswith("D")],
@@ -415,10 +415,10 @@ def _format(report: dict) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from . import EMBEDDED_REFINER_DIR
-    from .transfer import ReferenceTransferRefFR
+    from ..reffr import EMBEDDED_REFINER_DIR
+    from ..reffr.transfer import ReferenceTransferRefFR
 
-    ap = argparse.ArgumentParser(prog="python -m face2scene_core.reffr.evaluate", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m face2scene_core.evaluation.reffr", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, help="output folder (report.json, and examples/ with --examples)")
     ap.add_argument("--datasets", default=None, help="shared datasets folder (default ../shared/datasets or $FACE2SCENE_DATASETS)")
     ap.add_argument("--split", default=None, help="split JSON (default configs/split.json)")
@@ -445,7 +445,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if (args.refiner or "").lower() == "none":
         reffr = ReferenceTransferRefFR.for_size(args.size)
     else:
-        from .refine import RefinedRefFR
+        from ..reffr.refine import RefinedRefFR
 
         reffr = RefinedRefFR.from_pretrained(args.refiner or EMBEDDED_REFINER_DIR, size=args.size)
     fadex = None
