@@ -1,10 +1,10 @@
 """The shipped embedded model on real held-out photos at native scale: a retrain that harms photos fails here.
 
-The floors are the v2 model's measured mean gains on these photos minus a margin (v2 measured, dB over the input:
-JPEG q30 -0.21, noise +3.72, blur + JPEG +1.57, x2 + noise + JPEG +0.10, motion + JPEG +0.45; clean photos 34.9 /
-41.3 / 40.8 dB). Issue 9's targets are stricter (every family above the input, a clean photo >= 38 dB); the
-JPEG and clean floors record where v2 still falls short (docs/results.md says why: the Ref-FR face of a clean
-photo does not look clean to FaDeX) so that a retrain cannot fall further.
+The floors are the v3 model's measured mean gains on these photos minus a margin (v3 measured, dB over the input:
+JPEG q30 0.00, q60 +0.02, colour noise +4.20, blur s1 +1.93, blur + JPEG +1.92, x2 + noise + JPEG -0.08, motion +
+JPEG +0.46; a clean photo comes back at 74 dB on average, i.e. nearly untouched). The v2 model this replaced lost
+0.21 dB on JPEG q30 and 1.35 dB on q60 and changed a clean photo to 34.9 dB: its Ref-FR refiner altered clean faces,
+which FaDeX read as a degradation (docs/results.md).
 
 The photos are held-out identities of configs/split.json (never trained on), area-downscaled to 0.25 MP to keep the
 test short; the references are other photos of the same person; the operators come from the benchmark grid
@@ -20,10 +20,11 @@ from face2scene_core.degradation.families import benchmark_grid
 from face2scene_core.evaluation.metrics import psnr
 from shared_data import datasets_dir
 
-OPS = ("clean", "jpeg_q30", "gauss_colour_s15", "blur_s2_jpeg40", "x2_noise5_jpeg50", "motion_9_jpeg30")
-#: floor of the mean PSNR gain over the input (dB) per operator on these photos (v2 measured minus a margin)
-MIN_GAIN = {"jpeg_q30": -0.5, "gauss_colour_s15": 2.5, "blur_s2_jpeg40": 0.8, "x2_noise5_jpeg50": -0.2,
-            "motion_9_jpeg30": 0.15}
+OPS = ("clean", "jpeg_q30", "jpeg_q60", "gauss_colour_s15", "blur_s1", "blur_s2_jpeg40", "x2_noise5_jpeg50",
+       "motion_9_jpeg30")
+#: floor of the mean PSNR gain over the input (dB) per operator on these photos (v3 measured minus a margin)
+MIN_GAIN = {"jpeg_q30": -0.1, "jpeg_q60": -0.1, "gauss_colour_s15": 3.5, "blur_s1": 1.3, "blur_s2_jpeg40": 1.3,
+            "x2_noise5_jpeg50": -0.2, "motion_9_jpeg30": 0.25}
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,7 @@ def test_shipped_model_gain_per_kind_of_degradation(restored, op):
 
 def test_shipped_model_changes_a_clean_photo_little(restored):
     clean = [r["out"] for r in restored if r["op"] == "clean"]  # PSNR(output, input): input == ground truth
-    assert min(clean) >= 33.5 and np.mean(clean) >= 37.5, clean
+    assert min(clean) >= 38.0 and np.mean(clean) >= 45.0, clean  # issue 9: do no harm, >= 38 dB
 
 
 def test_degradation_codes_differ_by_operator_more_than_by_photo(restored):

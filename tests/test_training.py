@@ -10,6 +10,7 @@ import json
 import os
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -184,6 +185,37 @@ def test_scene_face_pair_cut_from_the_same_degraded_region(tmp_path):
 
     again = Stage2Data(data.cfg, batch_size=2, seed=0, cache_dir=tmp_path, detector=Fail())
     assert again.batch(0).samples[0].face_box == s.face_box
+
+
+def test_reffr_hq_faces_are_what_the_pipeline_computes(tmp_path):
+    """data.reffr_prob 1: FaDeX's HQ face is the shipped Ref-FR's output (resized to reffr_size and back), not the
+    ground truth: a clean face comes back almost as it is, a noisy one is denoised but not made equal to the GT."""
+    from face2scene_core.degradation import apply_degradation
+    from face2scene_core.degradation.families import photo_op
+    from face2scene_core.degradation.params import NoiseParams
+
+    class Fixed:  # one operator for every sample
+        def __init__(self, params):
+            self.params = params
+
+        def sample(self, rng):
+            return self.params
+
+        def apply(self, img, params):
+            return apply_degradation(img, params)
+
+    clean = _data(tmp_path, detector=NoFaces(), degradation=Fixed(photo_op()), cfg={"reffr_prob": 1.0})
+    s = clean.batch(0).samples[0]
+    lq8 = (s.face_lq * 255).round().astype(np.uint8)
+    size = clean.cfg.reffr_size  # what resizing a 32-48 px face to the Ref-FR's size and back costs by itself
+    trip = cv2.resize(cv2.resize(lq8, (size, size), interpolation=cv2.INTER_CUBIC), lq8.shape[1::-1],
+                      interpolation=cv2.INTER_AREA) / 255.0
+    assert np.abs(s.face_hq - s.face_lq).mean() < 1.3 * np.abs(trip - s.face_lq).mean() + 0.5 / 255
+    noise = Fixed(photo_op(noise=NoiseParams(gaussian_sigma=20.0), noise_seed=1))
+    s = _data(tmp_path, detector=NoFaces(), degradation=noise, cfg={"reffr_prob": 1.0}).batch(0).samples[0]
+    gt = _data(tmp_path, detector=NoFaces(), degradation=noise).batch(0).samples[0].face_hq  # same draw, GT face
+    err_lq, err_hq = np.abs(s.face_lq - gt).mean(), np.abs(s.face_hq - gt).mean()
+    assert 0 < err_hq < 0.8 * err_lq  # denoised: the Ref-FR's guess, not the ground truth
 
 
 def test_heldout_files_are_never_yielded(tmp_path):

@@ -78,6 +78,9 @@ class FaDeXTrainConfig:
                                      default_factory=lambda: ["deepface", "faceapi", "dlib"])
     reffr_split: str = _help("split JSON whose train_identities give the Ref-FR faces", default="configs/split.json")
     reffr_max_refs: int = _help("references per Ref-FR pair", default=2)
+    reffr_refiner: str = _help("RefineNet folder applied after the reference transfer for the Ref-FR pairs, as the "
+                               "pipeline does ('' = the transfer alone, as FaDeX v1/v2 were trained; 'embedded' = "
+                               "face2scene_core/weights/reffr_refine)", default="")
     reffr_share: float = _help("fraction of a Ref-FR group made of Ref-FR pairs; the rest are GT pairs of the same "
                                "operator (1.0: Ref-FR pairs only)", default=0.5)
     degradation: dict[str, Any] = _help("overrides of DegradationConfig fields (operators: realesrgan), or of "
@@ -96,6 +99,9 @@ class FaDeXTrainConfig:
     momentum: float = _help("key-encoder EMA momentum (0.999)", default=0.999)
     queue_size: int = _help("FIFO queue of key embeddings (4096; smaller on CPU)", default=4096)
     seed: int = _help("seed of the weights init and of the data stream", default=0)
+    init: str = _help("start from this FaDeX folder (e.g. face2scene_core/weights/fadex; 'embedded' = that one) "
+                      "instead of random weights; its architecture must match channels / blocks / embed_dim",
+                      default="")
     output_dir: str = _help("run folder", default="runs/fadex")
     checkpoint_every: int = _help("steps between checkpoints (a final one is always written)", default=500)
     keep_checkpoints: int = _help("newest checkpoints kept (0 = all)", default=2)
@@ -297,7 +303,14 @@ def load_reffr_source(cfg: FaDeXTrainConfig) -> dict[str, Any]:
     groups = [[f.image for f in faces] for _, faces in sorted(ids.items())]
     logger.info("Ref-FR pairs from %d train identities, %d aligned faces (%d px)", len(groups),
                 sum(len(g) for g in groups), cfg.reffr_size)
-    reffr = ReferenceTransferRefFR.for_size(cfg.reffr_size)
+    if cfg.reffr_refiner:
+        from ..reffr import EMBEDDED_REFINER_DIR
+        from ..reffr.refine import RefinedRefFR
+
+        folder = EMBEDDED_REFINER_DIR if cfg.reffr_refiner == "embedded" else cfg.reffr_refiner
+        reffr = RefinedRefFR.from_pretrained(folder, size=cfg.reffr_size)
+    else:
+        reffr = ReferenceTransferRefFR.for_size(cfg.reffr_size)
     return {"reffr_faces": groups, "reffr": reffr,
             "reffr_prob": cfg.reffr_prob, "reffr_max_refs": cfg.reffr_max_refs, "reffr_share": cfg.reffr_share}
 
@@ -339,6 +352,15 @@ def train_fadex(cfg: FaDeXTrainConfig, resume: bool = False, *, hq_fn: HQFn | No
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         model = FaDeX(**cfg.model_kwargs())
+    if cfg.init and not (resume and existing):
+        folder = Path(__file__).resolve().parent.parent / "weights" / "fadex" if cfg.init == "embedded" else Path(cfg.init)
+        start = FaDeX.from_pretrained(str(folder), use_safetensors=True)
+        try:
+            model.load_state_dict(start.state_dict())
+        except RuntimeError as exc:
+            raise ConfigError(f"init FaDeX '{folder}' does not match this config's architecture "
+                              f"(channels / blocks_per_stage / embed_dim): {str(exc).splitlines()[0]}") from exc
+        logger.info("initialised from %s", folder)
     moco = MoCoFaDeX(model, queue_size=cfg.queue_size, momentum=cfg.momentum, temperature=cfg.temperature).to(device)
     moco.train()
     optimizer = torch.optim.Adam(moco.encoder_q.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -69,6 +69,11 @@ class Stage2DataConfig:
         operators: ``realesrgan`` (Real-ESRGAN x4 second order) or ``photo`` (native-scale families, mild to heavy,
             with clean photos: :mod:`face2scene_core.degradation.families`).
         detector: face detector backend for the scenes (``retinaface``: offline, shipped).
+        reffr_prob: share of samples whose HQ face (FaDeX's second input) is what the pipeline computes, the
+            offline Ref-FR's output on the degraded face (resized to ``reffr_size``, restored without references,
+            resized back), instead of the ground truth; ignored when the trainer is given an ``hq_fn``.
+        reffr_refiner: RefineNet folder of that Ref-FR (``embedded``: the shipped one; ``""``: the transfer alone).
+        reffr_size: face side the Ref-FR runs at.
     """
 
     scenes: list[str] = field(default_factory=lambda: ["../shared/datasets/scenes_clean/**/*"])
@@ -88,6 +93,9 @@ class Stage2DataConfig:
     degradation: dict[str, Any] = field(default_factory=dict)
     operators: str = "realesrgan"
     detector: str = "retinaface"
+    reffr_prob: float = 0.0
+    reffr_refiner: str = "embedded"
+    reffr_size: int = 256
 
     def __post_init__(self) -> None:
         if not self.crop_sizes or any(s < 32 or s % 16 for s in self.crop_sizes):
@@ -108,6 +116,10 @@ class Stage2DataConfig:
             raise ConfigError(f"data.max_side must be >= the largest crop size, got {self.max_side}")
         if self.region_margin < 0:
             raise ConfigError(f"data.region_margin must be >= 0, got {self.region_margin}")
+        if not 0.0 <= self.reffr_prob <= 1.0:
+            raise ConfigError(f"data.reffr_prob must be in [0, 1], got {self.reffr_prob}")
+        if self.reffr_size < 64 or self.reffr_size % 4:
+            raise ConfigError(f"data.reffr_size must be a multiple of 4 and >= 64, got {self.reffr_size}")
 
 
 @dataclass
@@ -287,6 +299,7 @@ class Stage2Data:
         self.seed = int(seed)
         self.overfit_batches = int(overfit_batches)
         self.hq_fn = hq_fn
+        self._reffr = None
         held = list(cfg.exclude) + load_heldout(cfg.split_file)
         scenes = expand_images(cfg.scenes)
         pool = expand_images(cfg.face_pool)
@@ -379,8 +392,30 @@ class Stage2Data:
             raise ValueError(f"the degradation changed the size {img_uint8.shape} -> {out.shape}; it must keep it")
         return to_float(to_uint8(out))
 
-    def _hq(self, lq: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    def _reffr_hq(self, lq8: np.ndarray, gt: np.ndarray) -> np.ndarray:
+        """The offline Ref-FR's output for a native face crop, as the pipeline computes it (no references here)."""
+        if self._reffr is None:
+            from ..reffr import EMBEDDED_REFINER_DIR
+            from ..reffr.transfer import ReferenceTransferRefFR
+
+            name, size = self.cfg.reffr_refiner, self.cfg.reffr_size
+            if name:
+                from ..reffr.refine import RefinedRefFR
+
+                self._reffr = RefinedRefFR.from_pretrained(EMBEDDED_REFINER_DIR if name == "embedded" else name, size=size)
+            else:
+                self._reffr = ReferenceTransferRefFR.for_size(size)
+            logging.getLogger(ReferenceTransferRefFR.__module__).setLevel(logging.WARNING)  # no-reference notes
+        size = self.cfg.reffr_size
+        h, w = lq8.shape[:2]
+        up = cv2.resize(lq8, (size, size), interpolation=cv2.INTER_CUBIC)
+        out = np.asarray(self._reffr.restore(up, []))
+        return cv2.resize(out, (w, h), interpolation=cv2.INTER_AREA)
+
+    def _hq(self, lq: np.ndarray, gt: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
         if self.hq_fn is None:
+            if self.cfg.reffr_prob > 0 and rng is not None and rng.random() < self.cfg.reffr_prob:
+                return to_float(self._reffr_hq(to_uint8(lq), gt))
             return to_float(gt)
         lq8 = to_uint8(lq)
         hq = np.asarray(self.hq_fn(lq8, gt))
@@ -445,7 +480,7 @@ class Stage2Data:
             face_gt = cut(scene, face_box)
             return Stage2Sample(
                 hq=to_float(cut(scene, crop_box)), lq=np.ascontiguousarray(lq), face_lq=np.ascontiguousarray(face_lq),
-                face_hq=self._hq(face_lq, face_gt), params=params, face_source="scene", scene_path=str(path),
+                face_hq=self._hq(face_lq, face_gt, rng), params=params, face_source="scene", scene_path=str(path),
                 face_path=str(path), scale=scale, crop_box=crop_box, region_box=region, face_box=face_box,
             )
         gt_crop = np.ascontiguousarray(scene[cy:cy + crop_size, cx:cx + crop_size])
@@ -461,7 +496,7 @@ class Stage2Data:
         face_gt = cv2.resize(face_gt, (native, native), interpolation=cv2.INTER_AREA if native < side else cv2.INTER_CUBIC)
         face_lq = self.degrade(face_gt, params)
         return Stage2Sample(
-            hq=to_float(gt_crop), lq=lq, face_lq=face_lq, face_hq=self._hq(face_lq, face_gt), params=params,
+            hq=to_float(gt_crop), lq=lq, face_lq=face_lq, face_hq=self._hq(face_lq, face_gt, rng), params=params,
             face_source="pool", scene_path=str(path), face_path=str(fpath), scale=scale, crop_box=crop_box,
             region_box=crop_box, face_box=None,
         )
