@@ -106,6 +106,9 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sd21", action="store_true",
                    help="also time the real SD 2.1-size UNet + VAE architecture (random weights; slow, ~6 GB)")
     p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--models", default="",
+                   help="comma-separated: embedded (the shipped CPU model), tiny (an SD-2.1-shaped tiny model: the "
+                        "SD-Turbo code path), sd21; default: embedded,tiny (+ sd21 with --sd21)")
     p.add_argument("--json", help="also write the figures as JSON here")
     p.set_defaults(func=_cmd_bench)
 
@@ -238,7 +241,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from .bench import run_bench
 
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
-    figures = run_bench(sizes=sizes, sd21=args.sd21, repeats=args.repeats)
+    models = [m.strip() for m in args.models.split(",") if m.strip()] or None
+    unknown = set(models or ()) - {"embedded", "tiny", "sd21"}
+    if unknown:
+        raise ConfigError(f"--models: unknown model(s) {sorted(unknown)}; choose from embedded, tiny, sd21")
+    figures = run_bench(sizes=sizes, sd21=args.sd21, repeats=args.repeats, models=models)
     if args.json:
         from .imageio import write_bytes_atomic
 
