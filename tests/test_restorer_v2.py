@@ -109,3 +109,18 @@ def test_training_runs_under_accelerate_launch_with_two_cpu_processes(tmp_path, 
     hist = json.loads((out / "loss_history.json").read_text())
     assert [h["step"] for h in hist["history"]] == [1, 2]
     assert (out / "final.safetensors").is_file() and hist["num_processes"] == 2
+
+
+def test_the_sd_turbo_recipe_config_holds_the_paper_values_and_asks_for_the_checkpoint():
+    """configs/restorer_sd_turbo.yaml (README's multi-GPU command) is the paper's recipe and says what is missing."""
+    from face2scene_core.config import load_config
+    from face2scene_core.errors import ConfigError
+    from face2scene_core.training.stage2 import Stage2Config
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "restorer_sd_turbo.yaml"
+    with pytest.raises(ConfigError, match="sd_turbo needs `sd_turbo: PATH`"):
+        load_config(Stage2Config, path, [])
+    cfg = load_config(Stage2Config, path, ["sd_turbo=/models/sd-turbo"])
+    assert cfg.sd_turbo_options == {"unet_lora_rank": 32, "vae_lora_rank": 16}
+    assert (cfg.lambda_l2, cfg.lambda_lpips, cfg.lambda_gan, cfg.lr, cfg.neg_prompt_prob) == (2.0, 5.0, 0.5, 2e-5, 0.05)
+    assert cfg.data.crop_sizes == [512] and cfg.require_all_losses
