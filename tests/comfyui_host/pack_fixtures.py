@@ -63,10 +63,28 @@ def load_rgb(path: Path) -> np.ndarray:
         return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
 
 
-def workflow_photo() -> np.ndarray:
-    """The portrait as the workflows get it: ``uint8 (256, 256, 3)``."""
+PHOTO_NOISE_SIGMA = 15.0
+"""...then given colour sensor noise (Gaussian, sigma 15 grey levels, seed 0): a photo that needs restoring. A clean
+photo would (rightly) come back almost unchanged from the v3 model, and the tests could not tell a restore from none."""
+
+
+def workflow_clean_photo() -> np.ndarray:
+    """The portrait downscaled to ``uint8 (256, 256, 3)``: the ground truth of :func:`workflow_photo`."""
     with Image.open(dataset(PORTRAIT)) as im:
         return np.asarray(im.convert("RGB").resize((PHOTO_SIDE, PHOTO_SIDE), Image.Resampling.BOX))
+
+
+def workflow_photo() -> np.ndarray:
+    """The portrait as the workflows get it: ``uint8 (256, 256, 3)``, the clean one plus colour noise."""
+    clean = workflow_clean_photo().astype(np.float64)
+    noise = np.random.default_rng(0).normal(0.0, PHOTO_NOISE_SIGMA, clean.shape)
+    return np.clip(np.round(clean + noise), 0, 255).astype(np.uint8)
+
+
+def psnr_to_clean(image: np.ndarray) -> float:
+    """PSNR (RGB, dB) of a 256x256 workflow output against :func:`workflow_clean_photo`."""
+    err = np.mean((image.astype(np.float64) - workflow_clean_photo().astype(np.float64)) ** 2)
+    return float(10 * np.log10(255.0**2 / max(err, 1e-10)))
 
 
 def weights_dir() -> Path:
@@ -210,5 +228,5 @@ __all__ = [
     "PHOTO_NAME", "PHOTO_SIDE", "PORTRAIT", "PORTRAIT_REF", "REFERENCES_FOLDER", "REFERENCE_NAME",
     "TINY_SD_ADAPTER", "TINY_SD_CHECKPOINT", "WEIGHTS_ENV", "WORKFLOWS_DIR", "WORKFLOW_NAMES", "WorkflowCheck",
     "api_workflow", "build_tiny_sd_turbo", "dataset", "execution_view", "gallery_photos", "load_rgb", "missing_weights",
-    "prepare_inputs", "ui_workflow", "weights_dir", "workflow_photo", "write_extra_model_paths", "write_sd15_header",
+    "prepare_inputs", "psnr_to_clean", "ui_workflow", "weights_dir", "workflow_clean_photo", "workflow_photo", "write_extra_model_paths", "write_sd15_header",
 ]
