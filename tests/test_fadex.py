@@ -22,11 +22,10 @@ from face2scene_core.fadex import (
     FaDeXTrainConfig,
     FacePairSampler,
     MoCoFaDeX,
-    evaluate_fadex,
     multi_positive_info_nce,
-    similarity_stats,
     train_fadex,
 )
+from face2scene_core.evaluation.fadex import evaluate_fadex, similarity_stats
 from face2scene_core.fadex.moco import EMPTY_LABEL
 from shared_data import datasets_dir
 
