@@ -20,25 +20,6 @@ NO_FACE_CHOICES = ("error", "restore without tokens")
 ALIGN_SIZE = 512
 REFERENCES_TOOLTIP = ("Clean photos of the same person, as one IMAGE batch (photos of different sizes: Face2Scene "
                       "Load Gallery in 'batch (pad to largest)' mode).")
-REFERENCE_NAMES_TOOLTIP = ("Optional: the references' file names, one per line (connect the 'names' output of the "
-                           "Load Gallery that loaded them), so a message can name the file, e.g. a reference "
-                           "without a face.")
-REFERENCE_NAMES_INPUT = ("STRING", {"forceInput": True, "tooltip": REFERENCE_NAMES_TOOLTIP})
-
-
-def parse_reference_names(names, count: int) -> list[str] | None:
-    """The ``reference_names`` input as one label per reference (``None`` when absent); a list that does not match the
-    references is refused, naming both counts."""
-    if names is None:
-        return None
-    if isinstance(names, (list, tuple)):
-        names = "\n".join(names)
-    lines = [n.strip() for n in str(names).splitlines() if n.strip()]
-    if len(lines) != count:
-        raise ValueError(f"reference_names has {len(lines)} name(s) for {count} reference image(s); connect the "
-                         "'names' output of the Load Gallery that loaded the references (mode 'batch (pad to "
-                         "largest)'), or leave reference_names unconnected")
-    return lines
 
 
 def make_detector(backend: str):
@@ -98,20 +79,17 @@ def _choose(photo, faces, usable, mode, index, embedder, ref_emb) -> tuple[int, 
     return best, reason, None
 
 
-def prepare_references(references: list[np.ndarray], detector, embedder,
-                       names: list[str] | None = None) -> tuple[list[np.ndarray], np.ndarray]:
-    """Aligned reference faces ``uint8 (512, 512, 3)`` and their identity embeddings ``(N, D)``; ``names`` label the
-    references in messages (default ``#i``)."""
+def prepare_references(references: list[np.ndarray], detector, embedder) -> tuple[list[np.ndarray], np.ndarray]:
+    """Aligned reference faces ``uint8 (512, 512, 3)`` and their identity embeddings ``(N, D)``."""
     from ..face2scene_core.faces.select import prepare_references as prepare
 
-    aligned, emb = prepare(references, detector, embedder, size=ALIGN_SIZE, names=names)
+    aligned, emb = prepare(references, detector, embedder, size=ALIGN_SIZE)
     return [a.image for a in aligned], emb
 
 
 def detect_faces(photos: list[np.ndarray], references: list[np.ndarray], *, face: str = "match references",
                  index: int = 0, min_face_size: int = 32, if_no_face: str = "error", detector=None,
-                 embedder=None, detector_name: str = "retinaface", prepared=None,
-                 reference_names: list[str] | None = None) -> Faces:
+                 embedder=None, detector_name: str = "retinaface", prepared=None) -> Faces:
     """Detect, choose and align one face per photo (Stage I), and align the references.
 
     Args:
@@ -124,7 +102,6 @@ def detect_faces(photos: list[np.ndarray], references: list[np.ndarray], *, face
         if_no_face: ``"error"`` or ``"restore without tokens"`` (the entry stays empty).
         detector, embedder: core detector / identity embedder (built when ``None``).
         prepared: ``prepare_references(references, ...)`` computed before (reused across photos).
-        reference_names: the references' file names, for messages.
 
     Raises:
         NoFaceError / FaceTooSmallError / ReferenceImageError: with the image number and what to do.
@@ -140,7 +117,7 @@ def detect_faces(photos: list[np.ndarray], references: list[np.ndarray], *, face
     ref_aligned, ref_emb = [], None
     if references:
         embedder = embedder or make_embedder()
-        ref_aligned, ref_emb = prepared or prepare_references(references, detector, embedder, reference_names)
+        ref_aligned, ref_emb = prepared or prepare_references(references, detector, embedder)
     entries = []
     for n, photo in enumerate(photos):
         where = f"image {n + 1} of {len(photos)} ({photo.shape[1]}x{photo.shape[0]})"
@@ -207,18 +184,15 @@ class Face2SceneDetectFaces:
                 "if_no_face": (list(NO_FACE_CHOICES), {"default": "error", "tooltip": "What to do with a photo "
                                "without a usable face: stop with an error, or restore it without degradation tokens."}),
             },
-            "optional": {"references": ("IMAGE", {"tooltip": REFERENCES_TOOLTIP}),
-                         "reference_names": REFERENCE_NAMES_INPUT},
+            "optional": {"references": ("IMAGE", {"tooltip": REFERENCES_TOOLTIP})},
         }
 
-    def detect(self, image, face, index, detector, min_face_size, if_no_face, references=None, reference_names=None):
+    def detect(self, image, face, index, detector, min_face_size, if_no_face, references=None):
         refs = to_arrays(references, "references") if references is not None else []
         faces = detect_faces(to_arrays(image), refs, face=face, index=index, min_face_size=min_face_size,
-                             if_no_face=if_no_face, detector_name=detector,
-                             reference_names=parse_reference_names(reference_names, len(refs)))
+                             if_no_face=if_no_face, detector_name=detector)
         return (faces, *face_outputs(faces))
 
 
 __all__ = ["DETECTORS", "FACE_CHOICES", "NO_FACE_CHOICES", "Face2SceneDetectFaces", "detect_faces", "face_outputs",
-           "make_detector", "make_embedder", "native_side", "parse_reference_names", "prepare_references",
-           "REFERENCE_NAMES_INPUT", "REFERENCES_TOOLTIP"]
+           "make_detector", "make_embedder", "native_side", "prepare_references", "REFERENCES_TOOLTIP"]

@@ -16,7 +16,6 @@ import types
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 import pytest
 import torch
 from comfyui_host import PACK_NAME
@@ -132,20 +131,6 @@ def test_detect_index_largest_and_minimum_face_size(comfy_runtime, pack):
         detect(min_face_size=200)
     with pytest.raises(pack.errors.NoFaceError, match="face index 9"):
         detect(face="index", index=9)
-
-
-def test_a_reference_without_a_face_is_named_by_its_file(comfy_runtime, pack):
-    face_ref = photo(f"{DEEPFACE}/img5.jpg")[:512, :330]  # the face stays inside the crop
-    no_face = np.asarray(Image.fromarray(photo(pf.NO_FACE)).resize(face_ref.shape[1::-1]))  # one batch, one size
-    refs = torch.cat([image_of(face_ref), image_of(no_face)])
-    args = dict(image=image_of(face_ref), references=refs, face="match references", index=0, detector="retinaface",
-                min_face_size=32, if_no_face="error")
-    with pytest.raises(pack.errors.ReferenceImageError, match=r"reference 2 of 2 \(#1\)"):
-        comfy_runtime.call_node("Face2SceneDetectFaces", **args)
-    with pytest.raises(pack.errors.ReferenceImageError, match=r"reference 2 of 2 \(Building.png\)"):
-        comfy_runtime.call_node("Face2SceneDetectFaces", reference_names="img5.jpg\nBuilding.png", **args)
-    with pytest.raises(ValueError, match="reference_names has 1 name.* for 2 reference"):
-        comfy_runtime.call_node("Face2SceneDetectFaces", reference_names="img5.jpg", **args)
 
 
 def test_photo_without_face_is_an_error_or_a_token_free_entry(comfy_runtime, pack):

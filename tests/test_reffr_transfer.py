@@ -146,7 +146,7 @@ def test_pyramid_round_trip_is_exact():
 
 def test_evaluation_cli_writes_a_report(tmp_path):
     """End to end on one held-out identity (face-api.js 'amy', 5 grey crops) and one operator."""
-    from face2scene_core.reffr import evaluate
+    from face2scene_core.evaluation import reffr as evaluate
 
     split = tmp_path / "split.json"
     split.write_text(json.dumps({"heldout_identities": ["faceapi:amy"]}))

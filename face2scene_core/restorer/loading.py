@@ -19,7 +19,7 @@ from .adapter import load_adapter, read_adapter_spec
 from .codecs import codec_from_spec
 from .film_net import FiLMUNet
 from .model import OneStepRestorer
-from .sd_turbo import load_sd_turbo
+from . import sd_turbo as _sd_turbo  # looked up at call time, so a patched load_sd_turbo is used
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def restorer_from_adapter(path: str | Path, *, sd_turbo: str | Path | None = Non
                 f"adapter '{path}' was trained on SD-Turbo: pass the SD-Turbo checkpoint too "
                 "(sd_turbo=<sd_turbo.safetensors or diffusers folder>)"
             )
-        restorer = load_sd_turbo(
+        restorer = _sd_turbo.load_sd_turbo(
             sd_turbo, mapnet=mapnet, prediction_type=spec["prediction_type"], cfg_scale=spec["cfg_scale"],
             unet_lora_rank=(spec.get("unet_lora") or {}).get("rank"),
             vae_lora_rank=(spec.get("vae_lora") or {}).get("rank"),
