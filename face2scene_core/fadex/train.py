@@ -296,21 +296,14 @@ def load_reffr_source(cfg: FaDeXTrainConfig) -> dict[str, Any]:
     (dlib) exactly as the Ref-FR evaluation does, but from the split's ``train_identities``.
     """
     from ..evaluation.reffr import load_heldout_faces
-    from ..reffr.transfer import ReferenceTransferRefFR
+    from ..reffr import reffr_from_name
 
     ids = load_heldout_faces(split_path=cfg.reffr_split, sources=tuple(cfg.reffr_sources), size=cfg.reffr_size,
                              split_key="train_identities")
     groups = [[f.image for f in faces] for _, faces in sorted(ids.items())]
     logger.info("Ref-FR pairs from %d train identities, %d aligned faces (%d px)", len(groups),
                 sum(len(g) for g in groups), cfg.reffr_size)
-    if cfg.reffr_refiner:
-        from ..reffr import EMBEDDED_REFINER_DIR
-        from ..reffr.refine import RefinedRefFR
-
-        folder = EMBEDDED_REFINER_DIR if cfg.reffr_refiner == "embedded" else cfg.reffr_refiner
-        reffr = RefinedRefFR.from_pretrained(folder, size=cfg.reffr_size)
-    else:
-        reffr = ReferenceTransferRefFR.for_size(cfg.reffr_size)
+    reffr = reffr_from_name(cfg.reffr_refiner, cfg.reffr_size)
     return {"reffr_faces": groups, "reffr": reffr,
             "reffr_prob": cfg.reffr_prob, "reffr_max_refs": cfg.reffr_max_refs, "reffr_share": cfg.reffr_share}
 
@@ -353,7 +346,9 @@ def train_fadex(cfg: FaDeXTrainConfig, resume: bool = False, *, hq_fn: HQFn | No
         torch.manual_seed(cfg.seed)
         model = FaDeX(**cfg.model_kwargs())
     if cfg.init and not (resume and existing):
-        folder = Path(__file__).resolve().parent.parent / "weights" / "fadex" if cfg.init == "embedded" else Path(cfg.init)
+        from ..pipeline import EMBEDDED_DIR
+
+        folder = EMBEDDED_DIR / "fadex" if cfg.init == "embedded" else Path(cfg.init)
         start = FaDeX.from_pretrained(str(folder), use_safetensors=True)
         try:
             model.load_state_dict(start.state_dict())

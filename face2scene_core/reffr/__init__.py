@@ -47,5 +47,17 @@ def default_reffr(size: int = 512) -> RefFR:
     return ReferenceTransferRefFR.for_size(size)
 
 
-__all__ = ["RefFR", "GivenFaceRefFR", "ReferenceTransferRefFR", "RefinedRefFR", "RefineNet", "REFFR_BACKENDS",
+def reffr_from_name(refiner: str, size: int) -> RefFR:
+    """The offline Ref-FR a training config names: ``"embedded"`` = transfer + the shipped refiner, ``""`` = the
+    transfer alone, anything else = transfer + the RefineNet in that folder."""
+    if refiner == "embedded":
+        return default_reffr(size)
+    if not refiner:
+        return ReferenceTransferRefFR.for_size(size)
+    from .refine import RefinedRefFR
+
+    return RefinedRefFR.from_pretrained(refiner, size=size)
+
+
+__all__ = ["RefFR", "reffr_from_name", "GivenFaceRefFR", "ReferenceTransferRefFR", "RefinedRefFR", "RefineNet", "REFFR_BACKENDS",
            "default_reffr", "EMBEDDED_REFINER_DIR"]

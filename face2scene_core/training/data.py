@@ -395,16 +395,10 @@ class Stage2Data:
     def _reffr_hq(self, lq8: np.ndarray, gt: np.ndarray) -> np.ndarray:
         """The offline Ref-FR's output for a native face crop, as the pipeline computes it (no references here)."""
         if self._reffr is None:
-            from ..reffr import EMBEDDED_REFINER_DIR
+            from ..reffr import reffr_from_name
             from ..reffr.transfer import ReferenceTransferRefFR
 
-            name, size = self.cfg.reffr_refiner, self.cfg.reffr_size
-            if name:
-                from ..reffr.refine import RefinedRefFR
-
-                self._reffr = RefinedRefFR.from_pretrained(EMBEDDED_REFINER_DIR if name == "embedded" else name, size=size)
-            else:
-                self._reffr = ReferenceTransferRefFR.for_size(size)
+            self._reffr = reffr_from_name(self.cfg.reffr_refiner, self.cfg.reffr_size)
             logging.getLogger(ReferenceTransferRefFR.__module__).setLevel(logging.WARNING)  # no-reference notes
         size = self.cfg.reffr_size
         h, w = lq8.shape[:2]
