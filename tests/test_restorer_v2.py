@@ -78,6 +78,41 @@ def test_film_restorer_trains_on_photo_operators_and_its_adapter_reloads(tmp_pat
     assert type(restored.unet).__name__ == "FiLMUNet" and restored.spec()["net"] == "FiLMUNet"
 
 
+def test_psnr_loss_is_the_db_lost_against_the_input_and_weighs_a_mild_sample_like_a_heavy_one():
+    from face2scene_core.training.losses import psnr_gain_loss
+
+    gt = torch.rand(2, 3, 16, 16)
+    lq = gt + torch.tensor([0.1, 0.01]).view(2, 1, 1, 1)  # heavy and mild: 20 dB and 40 dB inputs
+    half = gt + (lq - gt) / 2  # each output halves its error: +6.02 dB for both
+    assert psnr_gain_loss(half, gt, lq, eps=1e-12).item() == pytest.approx(-6.0206, abs=1e-3)
+    assert psnr_gain_loss(lq, gt, lq).item() == pytest.approx(0.0, abs=1e-6)
+    clean = gt.clone()  # a clean input: any change is a loss, capped by eps
+    assert psnr_gain_loss(clean + 0.003, gt, clean, eps=1e-5).item() > 0
+    pred = half.clone().requires_grad_(True)
+    psnr_gain_loss(pred, gt, lq, eps=1e-12).backward()
+    g = pred.grad.abs().flatten(1).sum(1)  # per-sample pull: the mild sample's pixels are pulled as hard per dB
+    assert g[1] > 5 * g[0]  # a pixel mean (L2) would pull the heavy one 10x harder instead
+
+
+def test_a_blind_model_started_from_a_token_model_drops_its_mapnet_and_learns_once_its_gate_is_reset(tmp_path, fadex_dir):
+    tok = restorer_from_adapter(train_restorer(_cfg(tmp_path / "tok", fadex_dir, "steps=2", "checkpoint_every=100"),
+                                               detector=NoFaces()))
+    assert tok.mapnet is not None
+    with torch.no_grad():  # close its gate, as the shipped model's prompts alone do
+        tok.unet.gate.bias.fill_(-12.0)
+    tok = tok.save_adapter(tmp_path / "closed.safetensors")
+    out = tmp_path / "blind"
+    final = train_restorer(_cfg(out, fadex_dir, f"init_adapter={tok}", "use_tokens=false", "token_dropout=0.0",
+                                "reset_gate=true", "lambda_l1=0.0", "lambda_psnr=1.0", "overfit_batches=1",
+                                "neg_prompt_prob=0", "steps=40", "lr=3e-3", "checkpoint_every=100",
+                                'data.degradation={"family_weights": {"noise": 1.0}}'), detector=NoFaces())
+    hist = json.loads((out / "loss_history.json").read_text())
+    assert hist["losses_on"] == ["psnr"]
+    db = [h["psnr"] for h in hist["history"]]
+    assert np.mean(db[-3:]) < -0.5, db  # on one noisy batch it ends more than 0.5 dB better than its input
+    assert restorer_from_adapter(final).mapnet is None
+
+
 def test_v1_adapter_is_refused_by_a_film_restorer_with_a_clear_message(tmp_path):
     from face2scene_core.errors import ArchitectureMismatchError
 

@@ -56,6 +56,18 @@ def l2_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(pred.float(), target.float())
 
 
+def psnr_gain_loss(pred: torch.Tensor, target: torch.Tensor, lq: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Mean over samples of ``10 log10((MSE(pred, target) + eps) / (MSE(lq, target) + eps))``: the dB each sample's
+    output loses against its own input (negative = better). The input term is a constant, so the gradient is the
+    PSNR loss's: every sample counts by its relative error, a mild one as much as a heavy one."""
+    if not pred.shape == target.shape == lq.shape:
+        raise ValueError(f"psnr_gain_loss: shapes {tuple(pred.shape)}, {tuple(target.shape)}, {tuple(lq.shape)} differ")
+    dims = tuple(range(1, pred.ndim))
+    out = ((pred.float() - target.float()) ** 2).mean(dims)
+    base = ((lq.float() - target.float()) ** 2).mean(dims)
+    return (10.0 * torch.log10((out + eps) / (base + eps))).mean()
+
+
 def vgg16_features() -> nn.Sequential:
     """An untrained VGG16 ``features`` stack whose module indices match torchvision's (so its state dict loads)."""
     layers: list[nn.Module] = []

@@ -45,7 +45,7 @@ from ..config import to_dict
 from ..errors import ConfigError, WeightsNotFoundError
 from ..imageio import write_bytes_atomic
 from .data import HQFn, Stage2Batch, Stage2Data, Stage2DataConfig, resolve_path
-from .losses import LPIPSLoss, discriminator_loss, generator_loss, l2_loss
+from .losses import LPIPSLoss, discriminator_loss, generator_loss, l2_loss, psnr_gain_loss
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,9 @@ class Stage2Config:
         fadex: FaDeX weights folder (``save_pretrained`` layout), frozen; ``null``: the embedded one.
         use_tokens: ``false`` trains the ablation model with no degradation tokens (no FaDeX, no MapNet).
         token_dropout: probability that a batch trains with ``tokens=None`` (no-face fallback in the same model).
+        reset_gate (false): set the FiLM net's output gate back to its initial value (1 for every code) before
+            training. For a no-token model started from a token model: there the prompts alone close the gate
+            (~3e-4), and a closed sigmoid gate passes almost no gradient, so the blind model would stay the identity.
         neg_prompt_prob: per-sample probability of online negative-prompt learning (paper/S3Diff: 0.05).
     Optimisation:
         steps: optimiser steps (paper: 20k at effective batch 64, 8xA100, 512 px crops).
@@ -82,6 +85,11 @@ class Stage2Config:
         lr_schedule (``constant``): after the warm-up, ``constant`` or ``cosine`` (down to ``lr_min_ratio`` x lr at
             ``steps``; changing ``steps`` on resume changes the rest of the schedule).
         lambda_l1 (0.0), lambda_l2 (2.0), lambda_lpips (5.0), lambda_gan (0.5): weights; 0 turns a term off.
+        lambda_psnr (0.0): per-sample PSNR loss (as in HINet), written as the dB lost against the sample's own
+            input, ``10 log10((MSE(out, gt) + eps) / (MSE(lq, gt) + eps))`` averaged over the batch (negative = the
+            output is better than its input; logged as ``psnr``). Unlike a pixel mean it weighs a mild or clean sample
+            as much as a heavy one (the photo benchmark's mean dB gain); ``psnr_eps`` (1e-5, i.e. 50 dB) caps the
+            weight of a clean sample.
         lpips_backbone: safetensors of torchvision's VGG16 ``features``; lpips_heads: optional heads file
             (default: the ``lpips`` wheel's).
         dino_backbone: local Hugging Face folder of a DINO ViT (``Dinov2Model``/``ViTModel``, safetensors).
@@ -102,6 +110,7 @@ class Stage2Config:
     fadex: str | None = None
     use_tokens: bool = True
     token_dropout: float = 0.0
+    reset_gate: bool = False
     neg_prompt_prob: float = 0.05
     steps: int = 20000
     batch_size: int = 4
@@ -120,6 +129,8 @@ class Stage2Config:
     lambda_l2: float = 2.0
     lambda_lpips: float = 5.0
     lambda_gan: float = 0.5
+    lambda_psnr: float = 0.0
+    psnr_eps: float = 1e-5
     lpips_backbone: str | None = None
     lpips_heads: str | None = None
     dino_backbone: str | None = None
@@ -154,12 +165,14 @@ class Stage2Config:
             raise ConfigError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
         if not 0.0 <= self.lr_min_ratio <= 1.0:
             raise ConfigError(f"lr_min_ratio must be in [0, 1], got {self.lr_min_ratio}")
-        for name in ("lambda_l1", "lambda_l2", "lambda_lpips", "lambda_gan", "weight_decay", "max_grad_norm", "warmup_steps",
-                     "overfit_batches", "num_threads"):
+        for name in ("lambda_l1", "lambda_l2", "lambda_lpips", "lambda_gan", "lambda_psnr", "weight_decay",
+                     "max_grad_norm", "warmup_steps", "overfit_batches", "num_threads"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.lambda_l1 + self.lambda_l2 + self.lambda_lpips + self.lambda_gan <= 0:
-            raise ConfigError("at least one of lambda_l1, lambda_l2, lambda_lpips, lambda_gan must be > 0")
+        if self.lambda_l1 + self.lambda_l2 + self.lambda_lpips + self.lambda_gan + self.lambda_psnr <= 0:
+            raise ConfigError("at least one of lambda_l1, lambda_l2, lambda_lpips, lambda_gan, lambda_psnr must be > 0")
+        if not self.psnr_eps > 0:
+            raise ConfigError(f"psnr_eps must be > 0, got {self.psnr_eps}")
         if self.model == "sd_turbo" and not self.sd_turbo:
             raise ConfigError("model: sd_turbo needs `sd_turbo: PATH` (single-file checkpoint or diffusers folder)")
 
@@ -213,6 +226,14 @@ def build_restorer(cfg: Stage2Config, feature_channels: int | None) -> nn.Module
     from ..mapnet.model import MapNet
     from ..restorer.model import OneStepRestorer
 
+    init_spec = None
+    if cfg.init_adapter:
+        from ..restorer.adapter import read_adapter_spec
+
+        init_spec = read_adapter_spec(resolve_path(cfg.init_adapter))
+    drop_init_mapnet = feature_channels is None and bool((init_spec or {}).get("mapnet"))
+    if drop_init_mapnet:  # a no-token model started from a token model: same weights, its MapNet left out
+        feature_channels = init_spec["mapnet"]["in_channels"]
     if cfg.model == "small":
         kwargs = dict(cfg.small)
         if "feature_channels" in kwargs and kwargs["feature_channels"] != feature_channels:
@@ -240,6 +261,15 @@ def build_restorer(cfg: Stage2Config, feature_channels: int | None) -> nn.Module
                 restorer.mapnet = MapNet(in_channels=feature_channels, token_dim=restorer.token_dim, **cfg.mapnet)
     if cfg.init_adapter:
         restorer.load_adapter(str(resolve_path(cfg.init_adapter)))
+    if drop_init_mapnet:
+        log.info("use_tokens is false: the MapNet of %s is not used", cfg.init_adapter)
+        restorer.mapnet = None
+    if cfg.reset_gate:
+        gate = getattr(restorer.unet, "gate", None)
+        if not isinstance(gate, nn.Linear):
+            raise ConfigError("reset_gate: this restorer has no output gate (only `small: {net: film}` has one)")
+        nn.init.zeros_(gate.weight)
+        nn.init.zeros_(gate.bias)
     return restorer
 
 
@@ -252,10 +282,12 @@ class LossSet:
     off: dict[str, str]
     l1: bool = False
     l2: bool = True
+    psnr: bool = False
 
     @property
     def on(self) -> list[str]:
-        flags = (("l1", self.l1), ("l2", self.l2), ("lpips", self.lpips is not None), ("gan", self.disc is not None))
+        flags = (("l1", self.l1), ("l2", self.l2), ("psnr", self.psnr), ("lpips", self.lpips is not None),
+                 ("gan", self.disc is not None))
         return [name for name, m in flags if m]
 
 
@@ -295,7 +327,7 @@ def build_losses(cfg: Stage2Config) -> LossSet:
             log.info("loss %s off: %s", name, why)
         else:
             log.warning("loss %s OFF: %s", name.upper(), why)
-    return LossSet(lpips=lpips, disc=disc, off=off, l1=cfg.lambda_l1 > 0, l2=cfg.lambda_l2 > 0)
+    return LossSet(lpips=lpips, disc=disc, off=off, l1=cfg.lambda_l1 > 0, l2=cfg.lambda_l2 > 0, psnr=cfg.lambda_psnr > 0)
 
 
 # ---------------------------------------------------------------------------------------------- checkpoints
@@ -430,6 +462,8 @@ class Stage2Trainer:
             terms["l1"] = (restored - target).abs().mean()
         if cfg.lambda_l2 > 0:
             terms["l2"] = l2_loss(restored, target)
+        if cfg.lambda_psnr > 0:
+            terms["psnr"] = psnr_gain_loss(restored, target, batch.lq, cfg.psnr_eps)
         if self.lpips is not None:
             with self.acc.autocast():
                 terms["lpips"] = self.lpips(restored, target).float()
@@ -438,7 +472,8 @@ class Stage2Trainer:
         if self.disc is not None and pos.numel() > 0:  # negative-prompt samples (LQ targets) stay out of the GAN
             fake = restored[pos]
             terms["gan"] = generator_loss(self.disc(fake), cfg.gan_loss)
-        weights = {"l1": cfg.lambda_l1, "l2": cfg.lambda_l2, "lpips": cfg.lambda_lpips, "gan": cfg.lambda_gan}
+        weights = {"l1": cfg.lambda_l1, "l2": cfg.lambda_l2, "lpips": cfg.lambda_lpips, "gan": cfg.lambda_gan,
+                   "psnr": cfg.lambda_psnr}
         total = sum(weights[k] * v for k, v in terms.items())
         logs = {k: float(v.detach()) for k, v in terms.items()}
         logs["negative_frac"] = float(np.mean(negative))
