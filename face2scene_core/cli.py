@@ -1,6 +1,7 @@
 """The ``face2scene`` command line.
 
     face2scene restore PHOTO_OR_FOLDER --refs DIR -o OUT      restore one photo or a whole folder
+    face2scene code PHOTO_OR_FOLDER -o CODE.safetensors       save the degradation code (a shoot's: pooled)
     face2scene degrade IN_DIR -o OUT --seed 0                 degraded copies + JSON of sampled parameters
     face2scene train-fadex --config CFG [--resume]            contrastive FaDeX training
     face2scene eval-fadex --weights DIR --images GLOB -o OUT  the paper's Fig. 3 analysis + preset retrieval
@@ -16,6 +17,7 @@ and exit 1 if any image failed.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -58,6 +60,16 @@ def _add_restore(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--paste-face", action="store_true", help="paste the Ref-FR face back into the result")
     p.add_argument("--no-face-ok", action="store_true",
                    help="restore photos without a usable face without degradation tokens instead of failing")
+    p.add_argument("--code", metavar="FILE", help="a degradation code (.safetensors, from `face2scene code` or "
+                   "--shoot-code): photos without a usable face are restored with it instead of failing "
+                   "(see --code-use)")
+    p.add_argument("--code-use", choices=["fallback", "always"], default="fallback",
+                   help="fallback (default): the code only where a photo has no usable face; always: every photo "
+                   "with the code instead of its own face")
+    p.add_argument("--shoot-code", action="store_true",
+                   help="folder runs: first pool the evidence of every usable face of every photo into one code "
+                   "(saved as face2scene_shoot_code.safetensors in the output folder), then restore every photo "
+                   "with it: for a shoot whose photos share one degradation")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     p.add_argument("--workers", type=int, default=1, choices=[0, 1],
                    help="1 (default): read the next photo and write the previous one in background threads while "
@@ -65,6 +77,21 @@ def _add_restore(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--report", help="the JSON-lines report (default: face2scene_report.jsonl in the output "
                    "folder, or <output name>.report.jsonl beside a single output)")
     p.set_defaults(func=_cmd_restore)
+
+
+def _add_code(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("code", help="save the degradation code read from a photo's face (or pooled over a folder)")
+    p.add_argument("input", help="a photo, or a folder of photos of one shoot (every usable face is pooled)")
+    p.add_argument("-o", "--output", required=True, help="the code file to write (.safetensors)")
+    p.add_argument("--refs", help="folder (or one image) of clean reference photos of the person")
+    p.add_argument("--face", default="all", help="'all' (default: every usable face, pooled by size x detection "
+                   "score), 'reference', 'largest' or a face index")
+    p.add_argument("--fadex", help="FaDeX weights folder (default: the embedded one)")
+    p.add_argument("--sd-turbo", help="SD-Turbo checkpoint (the code belongs to the restorer that will use it)")
+    p.add_argument("--adapter", help="Face2Scene adapter .safetensors for --sd-turbo")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-recursive", action="store_true", help="only the photos directly in the folder")
+    p.set_defaults(func=_cmd_code)
 
 
 def _add_degrade(sub: argparse._SubParsersAction) -> None:
@@ -118,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_restore(sub)
+    _add_code(sub)
     _add_degrade(sub)
     _add_train(sub)
     _add_bench(sub)
@@ -159,8 +187,21 @@ def _cmd_restore(args: argparse.Namespace) -> int:
                   no_face_ok=args.no_face_ok)
     models = {"sd_turbo": args.sd_turbo, "adapter": args.adapter, "fadex": args.fadex}
     # 1. every path check before any model loads
+    code, code_opts = None, {}
+    if args.code and args.shoot_code:
+        raise Face2SceneError("--code and --shoot-code both give the code: use one of them.")
+    if args.shoot_code and not Path(args.input).is_dir():
+        raise Face2SceneError("--shoot-code pools the faces of a folder of photos; the input is one photo (use "
+                              "--code FILE with a code made by `face2scene code FOLDER`).")
+    if args.code:
+        from .codes import load_code
+
+        code = load_code(args.code)  # readable and a code file; its model is checked once the models load
+        code_opts = {"code": hashlib.sha256(Path(args.code).read_bytes()).hexdigest()[:16], "code_use": args.code_use}
+    elif args.shoot_code:
+        code_opts = {"code": "shoot", "code_use": "always"}
     plan = plan_run(Path(args.input), Path(args.output), refs=args.refs, fmt=args.format,
-                    recursive=not args.no_recursive, report=args.report, options={**kwargs, **models})
+                    recursive=not args.no_recursive, report=args.report, options={**kwargs, **models, **code_opts})
     if len(plan.people) > 1 and str(args.face) != "reference":
         raise Face2SceneError(f"--face {args.face} with several --refs people: which person? Use --face reference "
                               "(the default), or one --refs.")
@@ -173,15 +214,84 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     # 2. lock the output, then load the models (only if there is work left)
     with Journal(plan.journal) as journal:
         def build():
+            from .codes import _made_by, model_ids
+            from .errors import CodeFileError
             from .pipeline import Face2ScenePipeline
 
-            return Face2ScenePipeline.from_paths(**models, device=args.device)
+            pipe = Face2ScenePipeline.from_paths(**models, device=args.device)
+            if code is not None and any(code.meta.get(k) != v for k, v in model_ids(pipe).items()):
+                raise CodeFileError(f"'{Path(args.code).name}' was made by {_made_by(code.meta)}, but this model is "
+                                    f"{_made_by(model_ids(pipe))}; make the code again with this model")
+            return pipe
 
+        if args.shoot_code:
+            pipe = build()
+            code = _shoot_code(pipe, plan)
+            build = pipe  # noqa: F811  (run_plan takes a pipeline or a factory)
+        if code is not None:
+            kwargs.update(code=code, code_use="always" if args.shoot_code else args.code_use)
         summary = run_plan(build, plan, journal, on_item=_print_item, workers=args.workers, **kwargs)
     if summary["failed"]:
         print(f"{summary['failed']} of {summary['photos']} image(s) failed; see {summary['report']}", file=sys.stderr)
         return 1
     print(f"{summary['restored']} restored, {summary['skipped']} already done; report: {summary['report']}")
+    return 0
+
+
+SHOOT_CODE_NAME = "face2scene_shoot_code.safetensors"
+
+
+def _print_code_row(row: dict, prefix: str = "") -> None:
+    what = f"{row['faces']} face(s)" if row["faces"] else f"no usable face ({row['skipped']})"
+    print(f"{prefix}{Path(row['photo']).name}: {what}", flush=True)
+
+
+def _shoot_code(pipe, plan):
+    """The pooled code of a folder run (``--shoot-code``), reused from the output folder when a resumed run
+    finds one made by the same model."""
+    from .codes import load_code, model_ids, save_code, shoot_code
+    from .errors import CodeFileError
+
+    path = plan.out_root / SHOOT_CODE_NAME
+    if path.is_file():
+        try:
+            code = load_code(path, expect=model_ids(pipe))
+            print(f"shoot code: {path} (from an earlier run, {code.faces} face(s))", flush=True)
+            return code
+        except CodeFileError as exc:
+            print(f"shoot code: {exc}; computing it again", flush=True)
+    refs = plan.people[0].arrays if len(plan.people) == 1 else []
+    n = len(plan.jobs)
+    show = (lambda row: _print_code_row(row, "shoot code: ")) if n <= 50 else None
+    code, rows = shoot_code(pipe, [j.src for j in plan.jobs], refs, on_photo=show)
+    save_code(path, code)
+    print(f"shoot code: {code.faces} face(s) from {code.meta['photos']} of {n} photo(s) -> {path}", flush=True)
+    return code
+
+
+def _cmd_code(args: argparse.Namespace) -> int:
+    from .batch import parse_refs
+    from .codes import save_code, shoot_code
+    from .imageio import list_images
+    from .pipeline import Face2ScenePipeline
+
+    src, out = Path(args.input), Path(args.output)
+    if out.suffix != ".safetensors":
+        raise Face2SceneError(f"the code file must end in .safetensors, got '{out.name}'")
+    if not src.exists():
+        raise Face2SceneError(f"input not found: '{src}'")
+    files = list_images(src, recursive=not args.no_recursive) if src.is_dir() else [src]
+    if not files:
+        raise Face2SceneError(f"no images in folder '{src}'")
+    people = parse_refs(args.refs)
+    refs = people[0].arrays if people else []
+    face = int(args.face) if str(args.face).lstrip("-").isdigit() else args.face
+    pipe = Face2ScenePipeline.from_paths(sd_turbo=args.sd_turbo, adapter=args.adapter, fadex=args.fadex,
+                                         device=args.device)
+
+    code, rows = shoot_code(pipe, files, refs, face=face, on_photo=_print_code_row)
+    save_code(out, code)
+    print(f"code of {code.faces} face(s) from {code.meta['photos']} of {len(files)} photo(s) -> {out}")
     return 0
 
 

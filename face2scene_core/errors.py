@@ -49,8 +49,13 @@ class ConfigError(Face2SceneError):
     """A configuration file or value is invalid (unknown key, wrong type, out of range)."""
 
 
+class CodeFileError(Face2SceneError):
+    """A degradation code file is missing, corrupt, or was made by another model."""
+
+
 __all__ = [
     "Face2SceneError",
+    "CodeFileError",
     "InputImageError",
     "NoFaceError",
     "FaceTooSmallError",

@@ -252,33 +252,126 @@ class Face2ScenePipeline:
             tokens = self.restorer.tokens_from_features(out.features)
         return tokens, hq, aligned, out.embedding[0].float().cpu().numpy()
 
+    def _face_code(self, photo: np.ndarray, face, ref_aligned: list, timer: _Timer, report: dict,
+                   hq_face: np.ndarray | None, source: str | None):
+        """One face's :class:`~face2scene_core.codes.DegradationCode` (+ its Ref-FR face and alignment)."""
+        from .codes import DegradationCode, face_weight, model_ids
+        from .faces.warp import affine_scale
+
+        tokens, hq, aligned, emb = self.degradation_tokens(photo, face, ref_aligned, timer, report, hq_face)
+        side = self.align_size / affine_scale(aligned.matrix)
+        src = {"photo": source, "bbox": [round(float(v), 1) for v in face.bbox], "score": round(float(face.score), 3),
+               "side_px": round(float(side), 1), "weight": round(face_weight(side, face.score), 1)}
+        code = DegradationCode(tokens=tokens.detach().float().cpu(), embedding=emb, meta={**model_ids(self),
+                                                                                          "sources": [src]})
+        return code, hq, aligned
+
+    def _all_faces_code(self, photo: np.ndarray, references: Sequence[np.ndarray], timer: _Timer, report: dict,
+                        source: str | None):
+        """Every usable face's code, pooled by face weight (largest face's Ref-FR face and alignment returned)."""
+        from .codes import pool_codes
+
+        self.choose_face(photo, references, "largest", timer, report)  # detection, references, the report
+        ref_aligned = self.prepare_references(references)[0] if references else []
+        codes, first, skipped = [], None, []
+        for i, f in enumerate(self.detect(photo)):
+            try:
+                code, hq, aligned = self._face_code(photo, f, ref_aligned, timer, {}, None, source)
+            except FaceTooSmallError as exc:
+                skipped.append({"index": i, "reason": str(exc).split(".")[0]})
+                continue
+            code.meta["sources"][0]["index"] = i
+            codes.append(code)
+            first = first or (hq, aligned)
+        if not codes:
+            raise FaceTooSmallError(f"none of the {len(self.detect(photo))} faces is large enough to read the "
+                                    "degradation from")
+        pooled = pool_codes(codes)
+        report["face_used"] = {"index": "all", "reason": f"{len(codes)} usable face(s) pooled by size x detection "
+                               "score", "pooled": pooled.meta["sources"], "skipped": skipped}
+        if len(codes) > 1:  # how much the faces disagree: cosine of each face's embedding to the pool's
+            e = np.stack([c.embedding for c in codes])
+            p = pooled.embedding / (np.linalg.norm(pooled.embedding) + 1e-8)
+            cos = (e @ p) / (np.linalg.norm(e, axis=1) + 1e-8)
+            report["face_used"]["agreement"] = [round(float(c), 4) for c in cos]
+        return pooled, first[0], first[1]
+
+    @torch.no_grad()
+    def code(self, photo: np.ndarray, references: Sequence[np.ndarray] = (), *, face: str | int = "reference",
+             hq_face: np.ndarray | None = None, source: str | None = None, report: dict | None = None):
+        """Stages I-II as a reusable :class:`~face2scene_core.codes.DegradationCode`: the chosen face's tokens, or
+        with ``face="all"`` every usable face's, pooled (weight: native side ** 2 x detection score). ``source``
+        names the photo in the code's metadata. Raises NoFaceError / FaceTooSmallError like :meth:`__call__`."""
+        self.check_inputs(photo, references)
+        timer, report = _Timer(), {} if report is None else report
+        try:
+            if face == "all":
+                return self._all_faces_code(photo, references, timer, report, source)[0]
+            face_obj, ref_aligned = self.choose_face(photo, references, face, timer, report)
+            return self._face_code(photo, face_obj, ref_aligned, timer, report, hq_face, source)[0]
+        finally:
+            self._detected = None
+
+    def _code_tokens(self, code) -> torch.Tensor:
+        from .codes import _made_by, model_ids
+        from .errors import CodeFileError
+
+        ids = model_ids(self)
+        if any(code.meta.get(k) != v for k, v in ids.items()):
+            raise CodeFileError(f"this degradation code was made by {_made_by(code.meta)}, but this model is "
+                                f"{_made_by(ids)}; make the code again with this model")
+        p = next(self.restorer.parameters())
+        return code.tokens.to(device=p.device, dtype=p.dtype)
+
     @torch.no_grad()
     def __call__(self, photo: np.ndarray, references: Sequence[np.ndarray] = (), *, face: str | int = "reference",
                  hq_face: np.ndarray | None = None, cfg_scale: float | None = None, tile_size: int | None = None,
                  tile_overlap: int | None = None, color_fix: str | None = None, paste_face: bool = False,
-                 no_face_ok: bool = False, pixels: np.ndarray | None = None) -> RestoreOutput:
+                 no_face_ok: bool = False, pixels: np.ndarray | None = None, code=None,
+                 code_use: str = "fallback") -> RestoreOutput:
         """Restore ``photo`` (``uint8 (H, W, 3)``) given clean ``references`` of the same person.
 
-        ``hq_face``: an aligned face restored elsewhere (skips Ref-FR). ``no_face_ok``: when the photo has no
-        usable face, restore without degradation tokens instead of raising. ``tile_size``: pixels; ``None``
-        tiles automatically above :data:`~face2scene_core.large_photo.AUTO_TILE_ABOVE` pixels, so memory is
-        bounded by a tile (:func:`~face2scene_core.large_photo.restore_array`). ``pixels``: the same photo at
-        16 bits (``uint16 (H, W, 3)``); the restorer then works from it and ``image`` is ``uint16``.
+        ``face``: ``"reference"`` (best match to the references), ``"largest"``, an index, or ``"all"`` (every
+        usable face's code, pooled). ``hq_face``: an aligned face restored elsewhere (skips Ref-FR).
+        ``no_face_ok``: when the photo has no usable face, restore without degradation tokens instead of raising.
+        ``code``: a :class:`~face2scene_core.codes.DegradationCode` (e.g. a shoot's); ``code_use="fallback"`` uses
+        it only when the photo has no usable face, ``"always"`` instead of the photo's own face.
+        ``tile_size``: pixels; ``None`` tiles automatically above
+        :data:`~face2scene_core.large_photo.AUTO_TILE_ABOVE` pixels, so memory is bounded by a tile
+        (:func:`~face2scene_core.large_photo.restore_array`). ``pixels``: the same photo at 16 bits
+        (``uint16 (H, W, 3)``); the restorer then works from it and ``image`` is ``uint16``.
         """
         self.check_inputs(photo, references)
         if pixels is not None and (pixels.dtype != np.uint16 or pixels.shape != photo.shape):
             raise InputImageError(f"pixels must be uint16 {photo.shape}, got {pixels.dtype} {pixels.shape}")
+        if code_use not in ("fallback", "always"):
+            raise ValueError(f"code_use must be 'fallback' or 'always', got {code_use!r}")
         timer, report = _Timer(), {"size": [int(photo.shape[1]), int(photo.shape[0])]}
         tokens, hq, aligned = None, None, None
+        code_tokens = None if code is None else self._code_tokens(code)
         try:
-            face_obj, ref_aligned = self.choose_face(photo, references, face, timer, report)
-            tokens, hq, aligned, emb = self.degradation_tokens(photo, face_obj, ref_aligned, timer, report, hq_face)
-            report["degradation_embedding"] = [round(float(v), 5) for v in emb]
+            if code_tokens is not None and code_use == "always":
+                tokens = code_tokens
+                report["code"] = {"used": "always", "faces": code.faces}
+            elif face == "all":
+                pooled, hq, aligned = self._all_faces_code(photo, references, timer, report, None)
+                tokens = self._code_tokens(pooled)
+                report["degradation_embedding"] = [round(float(v), 5) for v in pooled.embedding]
+            else:
+                face_obj, ref_aligned = self.choose_face(photo, references, face, timer, report)
+                tokens, hq, aligned, emb = self.degradation_tokens(photo, face_obj, ref_aligned, timer, report,
+                                                                   hq_face)
+                report["degradation_embedding"] = [round(float(v), 5) for v in emb]
         except (NoFaceError, FaceTooSmallError) as exc:
-            if not no_face_ok:
+            if code_tokens is not None:
+                tokens = code_tokens
+                report["code"] = {"used": "fallback", "faces": code.faces, "why": str(exc).split(". ")[0]}
+                log.info("%s -- restoring with the given degradation code", str(exc).split(". ")[0])
+            elif not no_face_ok:
                 raise
-            log.warning("%s -- restoring without degradation tokens", exc)
-            report["fallback"] = f"no degradation tokens: {exc}"
+            else:
+                log.warning("%s -- restoring without degradation tokens", exc)
+                report["fallback"] = f"no degradation tokens: {exc}"
         with timer("restore"):
             from .large_photo import auto_tile_size, restore_array
 

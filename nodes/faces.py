@@ -10,7 +10,7 @@ import torch
 from ..face2scene_core.errors import FaceTooSmallError, NoFaceError
 from . import folders
 from .images import annotate_faces, grey, to_arrays, to_image
-from .types import CATEGORY, FACES, FaceEntry, Faces
+from .types import CATEGORY, FACES, FILES, FaceEntry, Faces
 
 log = logging.getLogger(__name__)
 
@@ -79,17 +79,35 @@ def _choose(photo, faces, usable, mode, index, embedder, ref_emb) -> tuple[int, 
     return best, reason, None
 
 
-def prepare_references(references: list[np.ndarray], detector, embedder) -> tuple[list[np.ndarray], np.ndarray]:
-    """Aligned reference faces ``uint8 (512, 512, 3)`` and their identity embeddings ``(N, D)``."""
+REFERENCE_FILES_TOOLTIP = ("Optional: the 'files' output of the Face2Scene Load Gallery that loads the references, so a "
+                           "reference without a face is named by its file instead of its number.")
+
+
+def reference_names(files, references: list) -> list[str] | None:
+    """The references' file names from a Load Gallery ``files`` output (``None``: not connected)."""
+    if files is None:
+        return None
+    names = [str(n) for n in files]
+    if len(names) != len(references):
+        raise ValueError(f"reference_files names {len(names)} file(s) but there are {len(references)} reference "
+                         "image(s); connect the 'files' output of the Load Gallery that loads these references.")
+    return names
+
+
+def prepare_references(references: list[np.ndarray], detector, embedder, names: list[str] | None = None
+                       ) -> tuple[list[np.ndarray], np.ndarray]:
+    """Aligned reference faces ``uint8 (512, 512, 3)`` and their identity embeddings ``(N, D)``; ``names`` (file
+    names) label a reference without a face in the error."""
     from ..face2scene_core.faces.select import prepare_references as prepare
 
-    aligned, emb = prepare(references, detector, embedder, size=ALIGN_SIZE)
+    aligned, emb = prepare(references, detector, embedder, size=ALIGN_SIZE, names=names)
     return [a.image for a in aligned], emb
 
 
 def detect_faces(photos: list[np.ndarray], references: list[np.ndarray], *, face: str = "match references",
                  index: int = 0, min_face_size: int = 32, if_no_face: str = "error", detector=None,
-                 embedder=None, detector_name: str = "retinaface", prepared=None) -> Faces:
+                 embedder=None, detector_name: str = "retinaface", prepared=None,
+                 reference_names: list[str] | None = None) -> Faces:
     """Detect, choose and align one face per photo (Stage I), and align the references.
 
     Args:
@@ -102,6 +120,7 @@ def detect_faces(photos: list[np.ndarray], references: list[np.ndarray], *, face
         if_no_face: ``"error"`` or ``"restore without tokens"`` (the entry stays empty).
         detector, embedder: core detector / identity embedder (built when ``None``).
         prepared: ``prepare_references(references, ...)`` computed before (reused across photos).
+        reference_names: file names of ``references`` (messages name a reference without a face by file).
 
     Raises:
         NoFaceError / FaceTooSmallError / ReferenceImageError: with the image number and what to do.
@@ -117,7 +136,7 @@ def detect_faces(photos: list[np.ndarray], references: list[np.ndarray], *, face
     ref_aligned, ref_emb = [], None
     if references:
         embedder = embedder or make_embedder()
-        ref_aligned, ref_emb = prepared or prepare_references(references, detector, embedder)
+        ref_aligned, ref_emb = prepared or prepare_references(references, detector, embedder, reference_names)
     entries = []
     for n, photo in enumerate(photos):
         where = f"image {n + 1} of {len(photos)} ({photo.shape[1]}x{photo.shape[0]})"
@@ -184,15 +203,18 @@ class Face2SceneDetectFaces:
                 "if_no_face": (list(NO_FACE_CHOICES), {"default": "error", "tooltip": "What to do with a photo "
                                "without a usable face: stop with an error, or restore it without degradation tokens."}),
             },
-            "optional": {"references": ("IMAGE", {"tooltip": REFERENCES_TOOLTIP})},
+            "optional": {"references": ("IMAGE", {"tooltip": REFERENCES_TOOLTIP}),
+                         "reference_files": (FILES, {"tooltip": REFERENCE_FILES_TOOLTIP})},
         }
 
-    def detect(self, image, face, index, detector, min_face_size, if_no_face, references=None):
+    def detect(self, image, face, index, detector, min_face_size, if_no_face, references=None, reference_files=None):
         refs = to_arrays(references, "references") if references is not None else []
         faces = detect_faces(to_arrays(image), refs, face=face, index=index, min_face_size=min_face_size,
-                             if_no_face=if_no_face, detector_name=detector)
+                             if_no_face=if_no_face, detector_name=detector,
+                             reference_names=reference_names(reference_files, refs))
         return (faces, *face_outputs(faces))
 
 
 __all__ = ["DETECTORS", "FACE_CHOICES", "NO_FACE_CHOICES", "Face2SceneDetectFaces", "detect_faces", "face_outputs",
-           "make_detector", "make_embedder", "native_side", "prepare_references", "REFERENCES_TOOLTIP"]
+           "make_detector", "make_embedder", "native_side", "prepare_references", "reference_names",
+           "REFERENCE_FILES_TOOLTIP", "REFERENCES_TOOLTIP"]

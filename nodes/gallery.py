@@ -12,7 +12,7 @@ import numpy as np
 
 from ..face2scene_core.errors import InputImageError
 from .images import to_arrays, to_image
-from .types import CATEGORY
+from .types import CATEGORY, FILES
 
 log = logging.getLogger(__name__)
 
@@ -142,12 +142,14 @@ class Face2SceneLoadGallery:
                    "graph on its own, at its own size. 'batch': one IMAGE batch (all photos the same size). "
                    "'batch (pad to largest)': for reference photos of different sizes.")
     CATEGORY = CATEGORY
-    RETURN_TYPES = ("IMAGE", "STRING", "INT", "STRING")
-    RETURN_NAMES = ("images", "names", "count", "report")
-    OUTPUT_IS_LIST = (True, True, False, False)
+    RETURN_TYPES = ("IMAGE", "STRING", "INT", "STRING", FILES)
+    RETURN_NAMES = ("images", "names", "count", "report", "files")
+    OUTPUT_IS_LIST = (True, True, False, False, False)
     OUTPUT_TOOLTIPS = ("The photos (a list one by one, or one batch).", "Their file names (one per line in a batch).",
                        "How many photos were loaded.",
-                       "JSON: the folder, the files loaded and every file skipped with its reason.")
+                       "JSON: the folder, the files loaded and every file skipped with its reason.",
+                       "All the file names, in load order: connect to 'reference_files' of the node that takes these "
+                       "photos as references, so a reference without a face is named by its file.")
     FUNCTION = "load"
 
     @classmethod
@@ -172,7 +174,7 @@ class Face2SceneLoadGallery:
         path = resolve_folder(folder, "input")
         images, names, skipped = load_gallery_report(path, limit)
         out_images, out_names = gallery_outputs(images, names, mode)
-        return (out_images, out_names, len(images), gallery_report(path, names, skipped))
+        return (out_images, out_names, len(images), gallery_report(path, names, skipped), list(names))
 
 
 class Face2SceneSaveGallery:

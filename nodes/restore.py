@@ -8,10 +8,11 @@ import json
 import torch
 
 from .degradation import degradation_tokens, extract_degradation
-from .faces import REFERENCES_TOOLTIP, detect_faces, make_detector, make_embedder, prepare_references
+from .faces import (REFERENCE_FILES_TOOLTIP, REFERENCES_TOOLTIP, detect_faces, make_detector, make_embedder,
+                    prepare_references, reference_names)
 from .images import from_chw, to_arrays, to_chw, to_image
 from .reffr import face_model_with_patcher, faces_image, restore_faces
-from .types import CATEGORY, FACES, MODEL, TOKENS, Faces, Tokens
+from .types import CATEGORY, FACES, FILES, MODEL, TOKENS, Faces, Tokens
 
 COLOR_FIXES = ("wavelet", "adain", "none")
 CFG_DEFAULT, CFG_MIN, CFG_MAX = 1.07, 1.0, 1.2
@@ -153,7 +154,8 @@ class Face2SceneRestore:
                 "face_model": reffr["face_model"],
                 **{k: stages[k] for k in ("cfg_scale", "tile_size", "tile_overlap", "color_fix", "paste_face")},
             },
-            "optional": {"references": ("IMAGE", {"tooltip": REFERENCES_TOOLTIP})},
+            "optional": {"references": ("IMAGE", {"tooltip": REFERENCES_TOOLTIP}),
+                         "reference_files": (FILES, {"tooltip": REFERENCE_FILES_TOOLTIP})},
         }
 
     @classmethod
@@ -161,15 +163,16 @@ class Face2SceneRestore:
         return True if isinstance(face_model, str) else f"face_model must be a file name, got {face_model!r}"
 
     def restore(self, model, image, face, index, detector, min_face_size, if_no_face, reffr, face_model, cfg_scale,
-                tile_size, tile_overlap, color_fix, paste_face, references=None):
+                tile_size, tile_overlap, color_fix, paste_face, references=None, reference_files=None):
         from . import folders
 
         refs = to_arrays(references, "references") if references is not None else []
+        names = reference_names(reference_files, refs)
         det = model.helper(("detector", detector), lambda: make_detector(detector))
         emb = model.helper("embedder", make_embedder) if refs else None
         # a gallery runs this node once per photo with the same references: prepare them once
         key = (detector, hashlib.sha1(b"".join(r.tobytes() for r in refs)).hexdigest(), len(refs))
-        prepared = model.latest("references", key, lambda: prepare_references(refs, det, emb)) if refs else None
+        prepared = model.latest("references", key, lambda: prepare_references(refs, det, emb, names)) if refs else None
         found = detect_faces(to_arrays(image), refs, face=face, index=index, min_face_size=min_face_size,
                              if_no_face=if_no_face, detector=det, embedder=emb, detector_name=detector,
                              prepared=prepared)

@@ -17,6 +17,8 @@ MODEL = "FACE2SCENE_MODEL"
 FACES = "FACE2SCENE_FACES"
 DEGRADATION = "FACE2SCENE_DEGRADATION"
 TOKENS = "FACE2SCENE_TOKENS"
+FILES = "FACE2SCENE_FILES"
+"""File names of the images a Load Gallery loaded (a list of str, in load order): names references in messages."""
 
 CATEGORY = "Face2Scene"
 """The one menu category of the pack."""
@@ -132,5 +134,5 @@ class Tokens:
         return f"Tokens({len(self.entries)} image(s), shapes {shapes})"
 
 
-__all__ = ["CATEGORY", "DEGRADATION", "FACES", "MODEL", "TOKENS", "Degradation", "DegradationEntry", "FaceEntry",
+__all__ = ["CATEGORY", "DEGRADATION", "FACES", "FILES", "MODEL", "TOKENS", "Degradation", "DegradationEntry", "FaceEntry",
            "Faces", "Tokens"]

@@ -2,18 +2,26 @@
 tokens, with another operator's tokens (operator k + 9 of the grid) and without tokens. The same photos, tokens and
 shuffle as `face2scene eval-photos --photos 3 --max-pixels 250000` (which adds the other columns and metrics).
 
-    python scripts/photo_check.py ADAPTER|- FADEX_DIR|-        # '-' = the embedded one
+    python scripts/photo_check.py ADAPTER|- FADEX_DIR|- [--part train] [--photos N]    # '-' = the embedded one
+
+Choose models with `--part train` (photos of train identities, never seen by the benchmark); the default held-out
+photos are the benchmark's first 3 and only for a look at a model already chosen.
 """
-import sys, numpy as np, time
+import argparse, numpy as np
 from face2scene_core.evaluation.photos import Columns, _apply, select_photos
 from face2scene_core.pipeline import Face2ScenePipeline
 from face2scene_core.degradation.families import benchmark_grid
 from face2scene_core.evaluation.metrics import psnr
-adapter, fadex = sys.argv[1], sys.argv[2]
+ap = argparse.ArgumentParser()
+ap.add_argument("adapter"); ap.add_argument("fadex")
+ap.add_argument("--part", default="heldout", choices=["heldout", "train"])
+ap.add_argument("--photos", type=int, default=3)
+args = ap.parse_args()
+adapter, fadex = args.adapter, args.fadex
 pipe = Face2ScenePipeline.from_paths(adapter=adapter if adapter != "-" else None, fadex=fadex if fadex != "-" else None, device="cpu")
 cols = Columns(pipe)
 grid = benchmark_grid()
-photos = select_photos(3, max_pixels=250_000)
+photos = select_photos(args.photos, args.part, max_pixels=250_000)
 res = {}
 for photo in photos:
     lqs = [_apply(photo.image, op) for op in grid]
@@ -29,4 +37,5 @@ for name, rows in res.items():
     a = np.minimum(np.array(rows), 100).mean(0); allr += rows
     print(f"{name:20} " + " ".join(f"{v:7.2f}" for v in a))
 a = np.minimum(np.array(allr), 100)
-print("mean (non-clean)", a[3:].mean(0) if False else np.array([r for n, rows in res.items() if n != 'clean' for r in rows]).mean(0))
+deg = np.array([r for n, rows in res.items() if n != "clean" for r in rows])
+print(f"mean (degraded) {deg.mean(0).round(2)}; below input {int((deg[:, 1] < deg[:, 0]).sum())}/{len(deg)}")

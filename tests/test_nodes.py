@@ -311,17 +311,17 @@ def test_gallery_loads_by_name_and_saves_without_overwriting(comfy_runtime, pack
     folder.mkdir()
     for i, rel in enumerate(pf.GALLERY):
         (folder / f"{i}_{Path(rel).name}").write_bytes(pf.dataset(rel).read_bytes())
-    images, names, count, report = comfy_runtime.call_node("Face2SceneLoadGallery", folder=str(folder),
-                                                           mode="one by one", limit=0)
+    images, names, count, report, files = comfy_runtime.call_node("Face2SceneLoadGallery", folder=str(folder),
+                                                                  mode="one by one", limit=0)
     assert '"skipped": []' in report
-    assert count == 3 and names == ["0_04.jpg", "1_01.jpg", "2_Building.png"]
+    assert count == 3 and names == files == ["0_04.jpg", "1_01.jpg", "2_Building.png"]
     assert [tuple(i.shape) for i in images] == [(1, 225, 225, 3), (1, 189, 248, 3), (1, 360, 360, 3)]
     assert np.array_equal(pf.load_rgb(folder / names[1]), (images[1][0].numpy() * 255).round().astype(np.uint8))
     with pytest.raises(pack.errors.InputImageError, match="3 sizes .*0_04.jpg 225x225.*'one by one'"):
         comfy_runtime.call_node("Face2SceneLoadGallery", folder=str(folder), mode="batch", limit=0)
-    (padded,), (joined,), _, _ = comfy_runtime.call_node("Face2SceneLoadGallery", folder=str(folder),
-                                                      mode="batch (pad to largest)", limit=2)
-    assert tuple(padded.shape) == (2, 225, 248, 3) and joined.splitlines() == names[:2]
+    (padded,), (joined,), _, _, files = comfy_runtime.call_node("Face2SceneLoadGallery", folder=str(folder),
+                                                             mode="batch (pad to largest)", limit=2)
+    assert tuple(padded.shape) == (2, 225, 248, 3) and joined.splitlines() == files == names[:2]
 
     out = tmp_path / "restored"
     for _ in range(2):
