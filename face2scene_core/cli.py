@@ -214,14 +214,12 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     # 2. lock the output, then load the models (only if there is work left)
     with Journal(plan.journal) as journal:
         def build():
-            from .codes import _made_by, model_ids
-            from .errors import CodeFileError
+            from .codes import check_code, model_ids
             from .pipeline import Face2ScenePipeline
 
             pipe = Face2ScenePipeline.from_paths(**models, device=args.device)
-            if code is not None and any(code.meta.get(k) != v for k, v in model_ids(pipe).items()):
-                raise CodeFileError(f"'{Path(args.code).name}' was made by {_made_by(code.meta)}, but this model is "
-                                    f"{_made_by(model_ids(pipe))}; make the code again with this model")
+            if code is not None:
+                check_code(code.meta, model_ids(pipe), f"'{Path(args.code).name}'")
             return pipe
 
         if args.shoot_code:

@@ -51,24 +51,31 @@ class DegradationCode:
 
 
 def module_id(module: torch.nn.Module) -> str:
-    """A short hash of a module's weights (names, shapes and bytes): the same weights, the same id."""
+    """A short hash of a module's weights (names, shapes, values rounded to bfloat16): the same weights give the same
+    id whether the model runs in float32 or bfloat16."""
     h = hashlib.sha256()
     for name, t in sorted(module.state_dict().items()):
-        t = t.detach().to("cpu", torch.float32).contiguous()
+        t = t.detach().to("cpu")
+        if t.is_floating_point():
+            t = t.to(torch.bfloat16).view(torch.int16)
         h.update(name.encode())
         h.update(str(tuple(t.shape)).encode())
-        h.update(t.numpy().tobytes())
+        h.update(t.contiguous().numpy().tobytes())
     return h.hexdigest()[:12]
 
 
+def ids_of(restorer: torch.nn.Module, fadex: torch.nn.Module) -> dict[str, str]:
+    """``{"restorer_id", "fadex_id"}``: the restorer's id covers its MapNet and its network."""
+    parts = [m for m in (getattr(restorer, "mapnet", None), getattr(restorer, "unet", restorer)) if m is not None]
+    return {"restorer_id": hashlib.sha256("".join(module_id(m) for m in parts).encode()).hexdigest()[:12],
+            "fadex_id": module_id(fadex)}
+
+
 def model_ids(pipe) -> dict[str, str]:
-    """``{"restorer_id", "fadex_id"}`` of a :class:`~face2scene_core.pipeline.Face2ScenePipeline` (cached on it)."""
+    """:func:`ids_of` a :class:`~face2scene_core.pipeline.Face2ScenePipeline` (cached on it)."""
     ids = getattr(pipe, "_model_ids", None)
     if ids is None:
-        parts = [m for m in (pipe.restorer.mapnet, pipe.restorer.unet) if m is not None]
-        restorer = hashlib.sha256("".join(module_id(m) for m in parts).encode()).hexdigest()[:12]
-        ids = {"restorer_id": restorer, "fadex_id": module_id(pipe.fadex)}
-        pipe._model_ids = ids
+        ids = pipe._model_ids = ids_of(pipe.restorer, pipe.fadex)
     return ids
 
 
@@ -122,8 +129,15 @@ def save_code(path: str | os.PathLike, code: DegradationCode) -> Path:
     return path
 
 
-def _made_by(meta: dict) -> str:
+def made_by(meta: dict) -> str:
     return f"restorer {meta.get('restorer_id', '?')} + FaDeX {meta.get('fadex_id', '?')}"
+
+
+def check_code(meta: dict, expect: dict[str, str], what: str = "this degradation code") -> None:
+    """Raise :class:`CodeFileError` (one line, naming both models) unless ``meta`` was made by ``expect``'s models."""
+    if any(meta.get(k) != v for k, v in expect.items()):
+        raise CodeFileError(f"{what} was made by {made_by(meta)}, but this model is {made_by(expect)}; make the "
+                            "code again with this model (`face2scene code`)")
 
 
 def load_code(path: str | os.PathLike, *, expect: dict[str, str] | None = None) -> DegradationCode:
@@ -159,9 +173,8 @@ def load_code(path: str | os.PathLike, *, expect: dict[str, str] | None = None) 
     tokens = tensors["tokens"].float()
     if tokens.ndim != 3 or tokens.shape[0] != 1:
         raise CodeFileError(f"'{path.name}': tokens have shape {tuple(tokens.shape)}, expected (1, N, D)")
-    if expect is not None and any(meta.get(k) != v for k, v in expect.items()):
-        raise CodeFileError(f"'{path.name}' was made by {_made_by(meta)}, but this model is {_made_by(expect)}; "
-                            "make the code again with this model (`face2scene code`)")
+    if expect is not None:
+        check_code(meta, expect, f"'{path.name}'")
     return DegradationCode(tokens=tokens, embedding=tensors["embedding"].float().numpy(), meta=meta)
 
 
@@ -194,5 +207,6 @@ def shoot_code(pipe, files: Sequence[Path], references: Sequence[np.ndarray] = (
     return pooled, rows
 
 
-__all__ = ["DegradationCode", "FORMAT", "FORMAT_VERSION", "face_weight", "load_code", "model_ids", "module_id",
+__all__ = ["DegradationCode", "FORMAT", "FORMAT_VERSION", "face_weight", "check_code", "ids_of", "load_code", "made_by",
+           "model_ids", "module_id",
            "pool_codes", "save_code", "shoot_code"]

@@ -313,13 +313,9 @@ class Face2ScenePipeline:
             self._detected = None
 
     def _code_tokens(self, code) -> torch.Tensor:
-        from .codes import _made_by, model_ids
-        from .errors import CodeFileError
+        from .codes import check_code, model_ids
 
-        ids = model_ids(self)
-        if any(code.meta.get(k) != v for k, v in ids.items()):
-            raise CodeFileError(f"this degradation code was made by {_made_by(code.meta)}, but this model is "
-                                f"{_made_by(ids)}; make the code again with this model")
+        check_code(code.meta, model_ids(self))
         p = next(self.restorer.parameters())
         return code.tokens.to(device=p.device, dtype=p.dtype)
 

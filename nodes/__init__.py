@@ -9,6 +9,7 @@ The one side effect of importing the pack inside ComfyUI is registering its mode
 ``folder_paths`` (:func:`.folders.register_model_folders`, the documented way); outside ComfyUI nothing happens.
 """
 
+from .codes import Face2SceneLoadDegradation, Face2SceneSaveDegradation
 from .degradation import Face2SceneDegradationTokens, Face2SceneExtractDegradation
 from .faces import Face2SceneDetectFaces
 from .folders import register_model_folders
@@ -31,6 +32,8 @@ NODE_CLASS_MAPPINGS: dict[str, type] = {
     "Face2SceneLoadGallery": Face2SceneLoadGallery,
     "Face2SceneSaveGallery": Face2SceneSaveGallery,
     "Face2SceneShowReport": Face2SceneShowReport,
+    "Face2SceneSaveDegradation": Face2SceneSaveDegradation,
+    "Face2SceneLoadDegradation": Face2SceneLoadDegradation,
 }
 """Node id (``"Face2Scene..."``) -> node class (classic ComfyUI node API)."""
 
@@ -45,6 +48,8 @@ NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
     "Face2SceneLoadGallery": "Face2Scene Load Gallery",
     "Face2SceneSaveGallery": "Face2Scene Save Gallery",
     "Face2SceneShowReport": "Face2Scene Show Report",
+    "Face2SceneSaveDegradation": "Face2Scene Save Degradation",
+    "Face2SceneLoadDegradation": "Face2Scene Load Degradation",
 }
 """Node id -> human-readable name shown in ComfyUI's menus."""
 

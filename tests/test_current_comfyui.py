@@ -61,7 +61,7 @@ def test_template_browser_lists_and_serves_the_ui_workflows_with_thumbnails(serv
 
 def test_nodes_and_web_extension_load(server):
     info = server.object_info()
-    assert len([k for k in info if k.startswith("Face2Scene")]) == 10
+    assert len([k for k in info if k.startswith("Face2Scene")]) == 12
     extensions = json.loads(server.get("/extensions").body)
     assert any(e.endswith("show_report.js") and PACK_NAME in e for e in extensions), extensions
 

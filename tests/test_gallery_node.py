@@ -6,6 +6,8 @@ import importlib
 import json
 import logging
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from comfyui_host import PACK_NAME
@@ -68,3 +70,53 @@ def test_a_reference_without_a_face_is_named_by_its_file_through_the_files_outpu
     assert not numbered.success and "reference 2 of 2 (#1)" in numbered.error_message, numbered.error_message
     (refs / "b_building.png").unlink()  # only the person: the graph runs
     assert comfy_runtime.execute({**prompt, "3": {**prompt["3"], "inputs": {**detect, "reference_files": ["1", 4]}}}).success
+
+
+def test_a_shoot_code_saved_in_one_graph_restores_a_faceless_photo_in_another(comfy_runtime):
+    """Save Degradation after the staged graph on a noisy portrait; Load Degradation + One-Step Restore on a noisy
+    scene without a face (the same noise): better than the input, and a file of another model is refused."""
+    from comfyui_host import pack_fixtures as pf
+
+    rng = np.random.default_rng(0)
+    noisy = lambda img: np.clip(img + rng.normal(0, 15, img.shape), 0, 255).round().astype(np.uint8)  # noqa: E731
+    clean_scene = pf.load_rgb(pf.dataset("scenes_clean/ffdnet/testsets/CBSD68/103070.png"))[:192, :192]
+    Image.fromarray(noisy(pf.load_rgb(pf.dataset(pf.PORTRAIT)))).save(comfy_runtime.input_dir / "f2s_noisy_face.png")
+    Image.fromarray(noisy(clean_scene)).save(comfy_runtime.input_dir / "f2s_noisy_scene.png")
+    model = {"class_type": "Face2SceneModelLoader", "inputs": {"backend": "embedded", "sd_turbo_checkpoint": "(none)",
+                                                               "adapter": "(embedded)", "dtype": "auto"}}
+    save = {"1": model, "10": {"class_type": "LoadImage", "inputs": {"image": "f2s_noisy_face.png"}},
+            "20": {"class_type": "Face2SceneDetectFaces", "inputs": {
+                "image": ["10", 0], "face": "largest", "index": 0, "detector": "retinaface", "min_face_size": 32,
+                "if_no_face": "error"}},
+            "21": {"class_type": "Face2SceneRefFR", "inputs": {"faces": ["20", 0], "backend": "embedded",
+                                                               "face_model": "(none)"}},
+            "22": {"class_type": "Face2SceneExtractDegradation", "inputs": {"model": ["1", 0], "faces": ["20", 0],
+                                                                            "restored_faces": ["21", 0]}},
+            "23": {"class_type": "Face2SceneDegradationTokens", "inputs": {"model": ["1", 0], "degradation": ["22", 0]}},
+            "50": {"class_type": "Face2SceneSaveDegradation", "inputs": {
+                "model": ["1", 0], "tokens": ["23", 0], "degradation": ["22", 0],
+                "file_name": "f2s_test/shoot_code.safetensors"}}}
+    saved = comfy_runtime.execute(save)
+    assert saved.success, saved.error_message
+    path = Path(saved.output("50"))
+    assert path.parent == comfy_runtime.output_dir / "f2s_test" and path.suffix == ".safetensors"
+    load = {"1": model, "10": {"class_type": "LoadImage", "inputs": {"image": "f2s_noisy_scene.png"}},
+            "51": {"class_type": "Face2SceneLoadDegradation", "inputs": {"model": ["1", 0],
+                                                                         "file_name": f"f2s_test/{path.name}"}},
+            "30": {"class_type": "Face2SceneOneStepRestore", "inputs": {
+                "model": ["1", 0], "image": ["10", 0], "tokens": ["51", 0], "cfg_scale": 1.07, "tile_size": 0,
+                "tile_overlap": 64, "color_fix": "none", "paste_face": False}},
+            "40": {"class_type": "PreviewImage", "inputs": {"images": ["30", 0]}}}
+    restored = comfy_runtime.execute(load)
+    assert restored.success, restored.error_message
+    out = (restored.output("30")[0].numpy() * 255).round().astype(np.uint8)
+    scene = pf.load_rgb(comfy_runtime.input_dir / "f2s_noisy_scene.png")
+    mse = lambda a: float(np.mean((a.astype(np.float64) - clean_scene) ** 2))  # noqa: E731
+    assert 10 * np.log10(mse(scene) / mse(out)) > 2.0  # the shoot's noise code denoises the faceless photo
+    codes = importlib.import_module(f"{PACK_NAME}.face2scene_core.codes")
+    code = codes.load_code(path)
+    code.meta["fadex_id"] = "feedfacecafe"
+    codes.save_code(comfy_runtime.output_dir / "f2s_test" / "other.safetensors", code)
+    load["51"]["inputs"]["file_name"] = "f2s_test/other.safetensors"
+    refused = comfy_runtime.execute(load)
+    assert not refused.success and "made by restorer" in refused.error_message and "feedfacecafe" in refused.error_message

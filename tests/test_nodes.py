@@ -64,7 +64,7 @@ def portrait_faces(pack, comfy_runtime):
 # ----------------------------------------------------------------------------------------- registry
 def test_every_node_is_documented_and_in_one_category(pack):
     classes, display = pack.nodes.NODE_CLASS_MAPPINGS, pack.nodes.NODE_DISPLAY_NAME_MAPPINGS
-    assert len(classes) == 10 and set(display) == set(classes)
+    assert len(classes) == 12 and set(display) == set(classes)
     for node_id, cls in classes.items():
         assert node_id.startswith("Face2Scene") and display[node_id].startswith("Face2Scene ")
         assert cls.CATEGORY == "Face2Scene" and len(cls.DESCRIPTION) > 40, node_id

@@ -54,7 +54,7 @@ def png(data: bytes) -> np.ndarray:
 def test_server_lists_the_nodes_and_the_model_files(server):
     info = server.object_info()
     ours = {k: v for k, v in info.items() if k.startswith("Face2Scene")}
-    assert len(ours) == 10 and {v["category"] for v in ours.values()} == {"Face2Scene"}
+    assert len(ours) == 12 and {v["category"] for v in ours.values()} == {"Face2Scene"}
     loader = ours["Face2SceneModelLoader"]["input"]["required"]
     assert loader["sd_turbo_checkpoint"][0] == ["(none)", "sd15_model.safetensors", pf.TINY_SD_CHECKPOINT]
     assert loader["adapter"][0] == ["(embedded)", pf.TINY_SD_ADAPTER]
