@@ -543,6 +543,14 @@ def run_plan(pipe_or_factory, plan: RunPlan, journal: Journal, *,
             pool.shutdown(wait=True)
     summary = {"event": "summary", "photos": total, **counts, "seconds": round(time.perf_counter() - t_run, 3),
                "report": str(journal.path)}
+    if plan.is_folder:
+        from .gallery import ESTIMATES_PLOT, plot_estimates
+
+        try:
+            plot = plot_estimates(iter_results(journal.path), plan.out_root / ESTIMATES_PLOT)
+            summary["estimates_plot"] = None if plot is None else str(plot)
+        except Exception as exc:  # noqa: BLE001 -- a plot never fails a run
+            log.warning("estimates plot not written: %s", exc)
     journal.write(summary)
     return summary
 

@@ -2,6 +2,7 @@
 
     face2scene restore PHOTO_OR_FOLDER --refs DIR -o OUT      restore one photo or a whole folder
     face2scene code PHOTO_OR_FOLDER -o CODE.safetensors       save the degradation code (a shoot's: pooled)
+    face2scene estimate PHOTO --refs DIR [--json]             blur, motion, noise, JPEG, scale read from the face
     face2scene degrade IN_DIR -o OUT --seed 0                 degraded copies + JSON of sampled parameters
     face2scene train-fadex --config CFG [--resume]            contrastive FaDeX training
     face2scene eval-fadex --weights DIR --images GLOB -o OUT  the paper's Fig. 3 analysis + preset retrieval
@@ -94,6 +95,18 @@ def _add_code(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_code)
 
 
+def _add_estimate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("estimate", help="print what happened to a photo: blur, motion, noise, JPEG, scale, from its face")
+    p.add_argument("input", help="a photo")
+    p.add_argument("--refs", help="folder (or one image) of clean reference photos of the person")
+    p.add_argument("--face", default="reference", help="'reference' (best match to --refs), 'largest', 'all' "
+                   "(one estimate per usable face) or a face index")
+    p.add_argument("--json", action="store_true", help="print JSON (values and uncertainties) instead of text")
+    p.add_argument("--fadex", help="FaDeX weights folder (default: the embedded one)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_cmd_estimate)
+
+
 def _add_degrade(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("degrade", help="write degraded copies (Real-ESRGAN second order) + a JSON of the parameters")
     p.add_argument("input", help="an image or a folder of images")
@@ -146,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_restore(sub)
     _add_code(sub)
+    _add_estimate(sub)
     _add_degrade(sub)
     _add_train(sub)
     _add_bench(sub)
@@ -233,6 +247,8 @@ def _cmd_restore(args: argparse.Namespace) -> int:
         print(f"{summary['failed']} of {summary['photos']} image(s) failed; see {summary['report']}", file=sys.stderr)
         return 1
     print(f"{summary['restored']} restored, {summary['skipped']} already done; report: {summary['report']}")
+    if summary.get("estimates_plot"):
+        print(f"estimated degradation per photo: {summary['estimates_plot']}")
     return 0
 
 
@@ -290,6 +306,35 @@ def _cmd_code(args: argparse.Namespace) -> int:
     code, rows = shoot_code(pipe, files, refs, face=face, on_photo=_print_code_row)
     save_code(out, code)
     print(f"code of {code.faces} face(s) from {code.meta['photos']} of {len(files)} photo(s) -> {out}")
+    return 0
+
+
+def _cmd_estimate(args: argparse.Namespace) -> int:
+    from .batch import parse_refs
+    from .errors import WeightsNotFoundError
+    from .fadex.estimate import describe
+    from .imageio import load_photo
+    from .pipeline import Face2ScenePipeline
+
+    src = Path(args.input)
+    if not src.is_file():
+        raise Face2SceneError(f"photo not found: '{src}'")
+    people = parse_refs(args.refs)
+    photo = load_photo(src).rgb
+    pipe = Face2ScenePipeline.from_paths(fadex=args.fadex, device=args.device)
+    if pipe.estimator is None:
+        raise WeightsNotFoundError("no degradation estimate head for this FaDeX (the embedded one ships in "
+                                   "face2scene_core/weights/estimate; a custom --fadex needs its own)")
+    face = int(args.face) if str(args.face).lstrip("-").isdigit() else args.face
+    code = pipe.code(photo, people[0].arrays if people else [], face=face, source=src.name)
+    rows = [{"face": {k: s[k] for k in ("bbox", "score", "side_px")}, "estimate": s.get("estimate")}
+            for s in code.meta["sources"]]
+    if args.json:
+        print(json.dumps({"photo": str(src), "faces": rows}, indent=1))
+    else:
+        for r in rows:
+            print(f"{src.name} face at {[round(v) for v in r['face']['bbox']]} ({r['face']['side_px']:.0f} px): "
+                  f"{describe(r['estimate'])}")
     return 0
 
 

@@ -94,3 +94,50 @@ def degrade_paths(input_path: Path, output: Path, *, seed: int = 0, preset: str 
             write_bytes_atomic(dest.with_suffix(".json"), json.dumps(meta, indent=2).encode())
             written.append(dest)
     return written
+
+
+ESTIMATES_PLOT = "face2scene_estimates.png"
+
+
+def plot_estimates(records, path: Path) -> Path | None:
+    """Scatter of the estimated degradation of every photo of a gallery run (noise vs blur, marker by JPEG
+    quality, motion as an arrow-shaped marker), from the run's report records; ``None`` when no photo has one."""
+    rows = []
+    for rec in records:
+        est = (rec.get("report") or {}).get("estimate")
+        if rec.get("ok") and est and "untrusted" not in est:
+            rows.append((Path(rec["input"]).name, est))
+    if not rows:
+        return None
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 5.5), dpi=110)
+    for name, e in rows:
+        x, y = e["noise_sigma"]["value"], e["blur_sigma"]["value"]
+        q = e["jpeg_quality"]["value"]
+        moving = e["motion_length"]["value"] >= 3
+        ax.errorbar(x, y, xerr=e["noise_sigma"]["sd"], yerr=e["blur_sigma"]["sd"], fmt="none", ecolor="0.75",
+                    lw=0.8, zorder=1)
+        sc = ax.scatter([x], [y], c=[q if q is not None else 100], cmap="viridis", vmin=10, vmax=100,
+                        marker=">" if moving else "o", s=60, edgecolors="k", linewidths=0.5, zorder=2)
+        if len(rows) <= 60:
+            ax.annotate(name[:18] + (f" x{e['scale']['value']}" if e["scale"]["value"] > 1 else ""), (x, y),
+                        textcoords="offset points", xytext=(4, 4), fontsize=7)
+    fig.colorbar(sc, ax=ax, label="JPEG quality (100 = none)")
+    ax.set_xlabel("noise sigma (8-bit levels)")
+    ax.set_ylabel("blur sigma (px)")
+    ax.set_title(f"Estimated degradation of {len(rows)} photo(s) ('>' = motion blur >= 3 px)")
+    ax.set_xlim(left=0)
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return write_bytes_atomic(path, buf.getvalue())
+

@@ -97,6 +97,7 @@ class Face2ScenePipeline:
         self.align_size = align_size
         self._prepared: list[tuple[list, tuple]] = []  # (reference arrays, prepare_references result), per person
         self._detected: tuple[np.ndarray, list] | None = None  # (last photo, its faces)
+        self._estimator: Any = None  # None: not looked for yet; False: none for this FaDeX
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -150,6 +151,15 @@ class Face2ScenePipeline:
 
             self._reffr = default_reffr(self.align_size)
         return self._reffr
+
+    @property
+    def estimator(self):
+        """The degradation estimate head shipped for this FaDeX (``weights/estimate``), or ``None``."""
+        if self._estimator is None:
+            from .fadex.estimate import Estimator
+
+            self._estimator = Estimator.for_fadex(EMBEDDED_DIR / "estimate", self.fadex) or False
+        return self._estimator or None
 
     # ------------------------------------------------------------------ steps
     def detect(self, photo: np.ndarray) -> list:
@@ -248,6 +258,8 @@ class Face2ScenePipeline:
             lq_crop, hq_crop = native_pair(photo, aligned, hq)
             out = self.fadex.encode_pair(lq_crop, hq_crop)
         report["native_crop"] = list(lq_crop.shape[:2])
+        if self.estimator is not None:
+            report["estimate"] = self.estimator(out, float(lq_crop.shape[0]))
         with timer("mapnet"):
             tokens = self.restorer.tokens_from_features(out.features)
         return tokens, hq, aligned, out.embedding[0].float().cpu().numpy()
@@ -262,6 +274,8 @@ class Face2ScenePipeline:
         side = self.align_size / affine_scale(aligned.matrix)
         src = {"photo": source, "bbox": [round(float(v), 1) for v in face.bbox], "score": round(float(face.score), 3),
                "side_px": round(float(side), 1), "weight": round(face_weight(side, face.score), 1)}
+        if "estimate" in report:
+            src["estimate"] = report["estimate"]
         code = DegradationCode(tokens=tokens.detach().float().cpu(), embedding=emb, meta={**model_ids(self),
                                                                                           "sources": [src]})
         return code, hq, aligned

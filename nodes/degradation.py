@@ -23,6 +23,7 @@ def extract_degradation(model, faces: Faces, hq_faces: list[np.ndarray | None]) 
         raise ValueError(f"restored_faces has {len(hq_faces)} image(s) but faces has {len(faces)}; "
                          "connect the Ref-FR output made from these faces")
     fadex = model.fadex() if any(e.has_face for e in faces.entries) else None
+    estimator = model.helper("estimator", lambda: _estimator(fadex)) if fadex is not None else None
     entries = []
     for entry, hq in zip(faces.entries, hq_faces):
         if not entry.has_face:
@@ -33,8 +34,28 @@ def extract_degradation(model, faces: Faces, hq_faces: list[np.ndarray | None]) 
         out = fadex.encode_pair(lq_crop, hq_crop)
         entries.append(DegradationEntry(
             features=out.features.float().cpu(), embedding=out.embedding[0].float().cpu().numpy(),
-            lq_crop=lq_crop, hq_crop=hq_crop, note=f"native face crop {lq_crop.shape[0]} px"))
+            lq_crop=lq_crop, hq_crop=hq_crop, note=f"native face crop {lq_crop.shape[0]} px",
+            estimate=estimator(out, float(lq_crop.shape[0])) if estimator is not None else None))
     return Degradation(entries)
+
+
+def _estimator(fadex):
+    from ..face2scene_core.fadex.estimate import Estimator
+    from ..face2scene_core.pipeline import EMBEDDED_DIR
+
+    return Estimator.for_fadex(EMBEDDED_DIR / "estimate", fadex)
+
+
+def estimates_text(degradation: Degradation) -> str:
+    """One line per image: the estimated degradation, or why there is none."""
+    from ..face2scene_core.fadex.estimate import describe
+
+    lines = []
+    for i, e in enumerate(degradation.entries, 1):
+        what = describe(e.estimate) if e.estimate else (e.note if e.features is None else "no estimate head "
+                                                        "for this FaDeX")
+        lines.append(f"image {i}: {what}")
+    return "\n".join(lines)
 
 
 def degradation_tokens(model, degradation: Degradation) -> Tokens:
@@ -55,11 +76,13 @@ class Face2SceneExtractDegradation:
                    "encodes the degradation between them. The preview shows the face pair, their difference, the "
                    "feature map and the embedding.")
     CATEGORY = CATEGORY
-    RETURN_TYPES = (DEGRADATION, "IMAGE")
-    RETURN_NAMES = ("degradation", "preview")
+    RETURN_TYPES = (DEGRADATION, "IMAGE", "STRING")
+    RETURN_NAMES = ("degradation", "preview", "estimate")
     OUTPUT_TOOLTIPS = ("FaDeX features and embedding per photo.",
                        "2x2 grid: LQ face | Ref-FR face over difference x4 | FaDeX features (3 principal "
-                       "components); embedding strip below.")
+                       "components); embedding strip and the estimated degradation below.",
+                       "The degradation in numbers, one line per photo: blur and motion (px), noise (8-bit levels), "
+                       "JPEG quality, down-up scale, each with its uncertainty.")
     FUNCTION = "extract"
 
     @classmethod
@@ -73,7 +96,8 @@ class Face2SceneExtractDegradation:
 
     def extract(self, model, faces, restored_faces):
         degradation = extract_degradation(model, faces, to_arrays(restored_faces, "restored_faces"))
-        return (degradation, to_image([degradation_panel(e) for e in degradation.entries]))
+        return (degradation, to_image([degradation_panel(e) for e in degradation.entries]),
+                estimates_text(degradation))
 
 
 class Face2SceneDegradationTokens:
@@ -96,4 +120,5 @@ class Face2SceneDegradationTokens:
         return (degradation_tokens(model, degradation),)
 
 
-__all__ = ["Face2SceneDegradationTokens", "Face2SceneExtractDegradation", "degradation_tokens", "extract_degradation"]
+__all__ = ["Face2SceneDegradationTokens", "Face2SceneExtractDegradation", "degradation_tokens", "estimates_text",
+           "extract_degradation"]

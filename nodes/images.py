@@ -138,13 +138,28 @@ def embedding_strip(embedding: np.ndarray, width: int, height: int = 24) -> np.n
     return cv2.resize(strip, (width, height), interpolation=cv2.INTER_NEAREST)
 
 
+ESTIMATE_BAND = 112
+"""Height of the band under the degradation preview where the estimated numbers are written."""
+
+
+def estimate_band(estimate: dict | None, width: int) -> np.ndarray:
+    """The estimated degradation as large text lines on a dark band (``uint8 (ESTIMATE_BAND, width, 3)``)."""
+    from ..face2scene_core.fadex.estimate import describe
+
+    band = grey(ESTIMATE_BAND, width, 24)
+    text = describe(estimate) if estimate else "no estimate"
+    for k, line in enumerate(textwrap.wrap(text.replace(", ", " | "), 44)[:4]):
+        put_text(band, line, (8, 24 + 26 * k), 0.62)
+    return band
+
+
 def degradation_panel(entry) -> np.ndarray:
     """Preview of one FaDeX estimate, square so that it stays legible at node size: ``LQ face | Ref-FR face`` over
-    ``|LQ - HQ| x4 | features (PCA)``, large labels, and the embedding strip below;
-    ``uint8 (2 * PANEL + 24, 2 * PANEL, 3)``."""
+    ``|LQ - HQ| x4 | features (PCA)``, large labels, the embedding strip and the estimated numbers below;
+    ``uint8 (2 * PANEL + 24 + ESTIMATE_BAND, 2 * PANEL, 3)``."""
     w = 2 * PANEL
     if entry.features is None:
-        panel = grey(2 * PANEL + 24, w, 64)
+        panel = grey(2 * PANEL + 24 + ESTIMATE_BAND, w, 64)
         for k, line in enumerate(textwrap.wrap(entry.note or "no face: restored without degradation tokens", 28)[:8]):
             put_text(panel, line, (12, 60 + 40 * k), 0.9)
         return panel
@@ -153,8 +168,8 @@ def degradation_panel(entry) -> np.ndarray:
     for tile, label in zip(tiles, ("LQ face", "Ref-FR face", "|LQ-HQ| x4", "FaDeX features")):
         put_text(tile, label, (8, 30), 0.85)
     grid = np.concatenate([np.concatenate(tiles[:2], axis=1), np.concatenate(tiles[2:], axis=1)], axis=0)
-    return np.concatenate([grid, embedding_strip(entry.embedding, w)], axis=0)
+    return np.concatenate([grid, embedding_strip(entry.embedding, w), estimate_band(entry.estimate, w)], axis=0)
 
 
-__all__ = ["PANEL", "annotate_faces", "check_image", "degradation_panel", "embedding_strip", "features_rgb",
+__all__ = ["ESTIMATE_BAND", "PANEL", "annotate_faces", "estimate_band", "check_image", "degradation_panel", "embedding_strip", "features_rgb",
            "from_chw", "grey", "put_text", "text_top", "to_arrays", "to_chw", "to_image"]

@@ -85,6 +85,7 @@ class DegradationEntry:
         embedding: L2-normalised degradation embedding ``float32 (D,)``.
         lq_crop, hq_crop: the native-scale (LQ, HQ) face pair FaDeX compared, ``uint8 (n, n, 3)``.
         note: what happened (shown in the preview).
+        estimate: the degradation in numbers (:mod:`face2scene_core.fadex.estimate`), when the head is shipped.
     """
 
     features: torch.Tensor | None = None
@@ -92,6 +93,7 @@ class DegradationEntry:
     lq_crop: np.ndarray | None = None
     hq_crop: np.ndarray | None = None
     note: str = ""
+    estimate: dict | None = None
 
 
 @dataclass

@@ -223,14 +223,15 @@ def test_fadex_preview_and_tokens(comfy_runtime, model, portrait_faces):
     degraded = torch.nn.functional.avg_pool2d(degraded, 4).repeat_interleave(4, -1).repeat_interleave(4, -2)
     results = []
     for hq in (aligned, degraded.permute(0, 2, 3, 1)):
-        degradation, preview = comfy_runtime.call_node("Face2SceneExtractDegradation", model=model, faces=faces,
-                                                       restored_faces=hq)
+        degradation, preview, estimate = comfy_runtime.call_node("Face2SceneExtractDegradation", model=model,
+                                                                 faces=faces, restored_faces=hq)
         (entry,) = degradation.entries
         c = model.fadex_patcher.model.module.feature_channels
         assert entry.features.shape[:2] == (1, c) and entry.lq_crop.shape == entry.hq_crop.shape
         assert entry.lq_crop.shape[0] > 200  # the portrait's face at its native scale, not resized to 512
         assert abs(float(np.linalg.norm(entry.embedding)) - 1.0) < 1e-4
-        assert tuple(preview.shape) == (1, 2 * 256 + 24, 512, 3)
+        assert tuple(preview.shape) == (1, 2 * 256 + 24 + 112, 512, 3)
+        assert estimate.startswith("image 1: ") and ("blur" in estimate or "no estimate head" in estimate)
         (tokens,) = comfy_runtime.call_node("Face2SceneDegradationTokens", model=model, degradation=degradation)
         (t,) = tokens.entries
         assert t.shape[:2] == (1, 21) and t.dtype == torch.float32 and torch.isfinite(t).all()

@@ -408,35 +408,43 @@ def _figure(path: Path, rows: list) -> None:
 
 
 @torch.no_grad()
+def face_pairs(pipe, photos: Sequence[Photo], ops: Sequence[GridOperator]):
+    """For each photo (whose face is found): ``(photo, [per operator {"gt": (lq, hq), "reffr": (lq, hq)}])``, the
+    native-scale face pairs FaDeX compares, with the ground-truth face and with the Ref-FR face as HQ."""
+    from ..faces.align import align_face, native_pair
+    from ..faces.select import prepare_references
+    from ..pipeline import _Timer
+
+    for photo in photos:
+        face, _ = pipe.choose_face(photo.image, photo.refs, "reference", _Timer(), {})
+        refs_aligned, _ = prepare_references(photo.refs, pipe.detector, pipe.embedder, size=pipe.align_size)
+        gt_aligned = align_face(photo.image, face, size=pipe.align_size)
+        rows = []
+        for op in ops:
+            lq = _apply(photo.image, op)
+            lq_aligned = align_face(lq, face, size=pipe.align_size)
+            hq = pipe.reffr.restore(lq_aligned.image, [a.image for a in refs_aligned])
+            rows.append({key: native_pair(lq, lq_aligned, face_hq) for key, face_hq in
+                         (("gt", gt_aligned.image), ("reffr", hq))})
+        yield photo, rows
+
+
 def fadex_on_photos(*, out_dir: Path, n_photos: int = 16, max_pixels: int = 1_000_000, fadex: str | None = None,
                     ops: Sequence[str] | None = None) -> dict:
     """Does FaDeX see the grid on whole photos? Embeds every (photo, operator) native face pair twice, with the
     ground-truth face and with the Ref-FR face as HQ, and reports the paper's Fig. 3 statistics plus operator
     retrieval *across photos* (nearest embedding among the other photos). Writes ``fadex_photos.json``."""
-    from ..faces.align import align_face, native_pair
-    from ..faces.select import prepare_references
     from .fadex import similarity_stats
-    from ..pipeline import Face2ScenePipeline, _Timer
+    from ..pipeline import Face2ScenePipeline
 
     pipe = Face2ScenePipeline.from_paths(fadex=fadex, device="cpu")
     grid = [op for op in benchmark_grid() if ops is None or op.name in ops or op.family in ops]
-    photos = select_photos(n_photos, max_pixels=max_pixels)
     emb = {"gt": [], "reffr": []}
     used = []
-    for photo in photos:
-        face, _ = pipe.choose_face(photo.image, photo.refs, "reference", _Timer(), {})
-        refs_aligned, _ = prepare_references(photo.refs, pipe.detector, pipe.embedder, size=pipe.align_size)
-        gt_aligned = align_face(photo.image, face, size=pipe.align_size)
-        rows = {"gt": [], "reffr": []}
-        for op in grid:
-            lq = _apply(photo.image, op)
-            lq_aligned = align_face(lq, face, size=pipe.align_size)
-            hq = pipe.reffr.restore(lq_aligned.image, [a.image for a in refs_aligned])
-            for key, face_hq in (("gt", gt_aligned.image), ("reffr", hq)):
-                a, b = native_pair(lq, lq_aligned, face_hq)
-                rows[key].append(pipe.fadex.encode_pair(a, b).embedding[0].float().cpu().numpy())
-        for key in rows:
-            emb[key].append(np.stack(rows[key]))
+    for photo, op_pairs in face_pairs(pipe, select_photos(n_photos, max_pixels=max_pixels), grid):
+        for key in emb:
+            emb[key].append(np.stack([pipe.fadex.encode_pair(*pairs[key]).embedding[0].float().cpu().numpy()
+                                      for pairs in op_pairs]))
         used.append(photo.path.name)
     result: dict = {"photos": used, "operators": [o.name for o in grid], "fadex": fadex or "embedded"}
     for key, arr in emb.items():
@@ -521,5 +529,5 @@ def format_table(res: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["run_benchmark", "merge_shards", "fadex_on_photos", "summarise", "select_photos", "identity_photos",
+__all__ = ["run_benchmark", "merge_shards", "face_pairs", "fadex_on_photos", "summarise", "select_photos", "identity_photos",
            "tune_classic_on_train", "measure", "format_table", "fit_pixels"]
