@@ -51,12 +51,13 @@ def _add_restore(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--adapter", help="Face2Scene adapter .safetensors (MapNet + LoRA + conv_in) for --sd-turbo")
     p.add_argument("--fadex", help="FaDeX weights folder (default: the embedded one)")
     p.add_argument("--face", default="reference", help="which face drives the restoration: "
-                   "'reference' (best match to --refs), 'largest', or a face index (0 = largest)")
+                   "'reference' (best match to --refs), 'largest', 'all' (every usable face, their codes pooled by "
+                   "size x detection score), or a face index (0 = largest)")
     p.add_argument("--cfg", type=float, default=None, help="guidance scale (default: the model's, 1.07 for SD-Turbo)")
     p.add_argument("--tile", type=int, default=None,
-                   help="tile side in pixels (default: photos above 4 MP are tiled at ~1024 px, rounded to the "
+                   help="tile side in pixels (default: photos above 4 MP are tiled at ~2048 px, rounded to the "
                    "model's multiple, so memory is bounded by a tile)")
-    p.add_argument("--tile-overlap", type=int, default=None, help="tile overlap in pixels (default: tile / 8)")
+    p.add_argument("--tile-overlap", type=int, default=None, help="tile overlap in pixels (default: tile / 8, at most 128)")
     p.add_argument("--color-fix", choices=["none", "wavelet", "adain"], default="none")
     p.add_argument("--paste-face", action="store_true", help="paste the Ref-FR face back into the result")
     p.add_argument("--no-face-ok", action="store_true",

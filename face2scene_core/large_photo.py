@@ -21,7 +21,8 @@ import torch
 
 log = logging.getLogger(__name__)
 
-AUTO_TILE_PX = 1024  # target tile side in pixels (rounded down to the restorer's multiple)
+AUTO_TILE_PX = 2048  # target tile side in pixels (rounded down to the restorer's multiple)
+MAX_DEFAULT_OVERLAP = 128  # default overlap: tile / 8, at most this (the seams need the network's reach, not more)
 AUTO_TILE_ABOVE = 2048 * 2048  # photos with more pixels than this are tiled when no tile size is given
 
 
@@ -79,7 +80,8 @@ def restore_array(restorer, image: np.ndarray, tokens: torch.Tensor | None = Non
     """Restore ``image`` (``uint8``/``uint16 (H, W, 3)``) with ``restorer.restore``; same shape and dtype out.
 
     ``tile_size``: pixels (rounded down to ``restorer.multiple``); ``None`` = :func:`auto_tile_size`.
-    ``tile_overlap``: pixels shared by neighbouring tiles (default ``tile_size // 8``, at most half a tile).
+    ``tile_overlap``: pixels shared by neighbouring tiles (default ``tile_size // 8`` up to
+    :data:`MAX_DEFAULT_OVERLAP`; at most half a tile).
     ``on_tile(done, total)`` is called after each tile.
     """
     arr = np.asarray(image)
@@ -98,7 +100,7 @@ def restore_array(restorer, image: np.ndarray, tokens: torch.Tensor | None = Non
         if on_tile:
             on_tile(1, 1)
         return out
-    overlap = tile // 8 if tile_overlap is None else int(tile_overlap)
+    overlap = min(tile // 8, MAX_DEFAULT_OVERLAP) if tile_overlap is None else int(tile_overlap)
     if not 0 <= overlap <= tile // 2:
         raise ValueError(f"tile_overlap must be in [0, {tile // 2}] px for tile_size {tile}, got {overlap}")
     th, tw = min(tile, h), min(tile, w)
@@ -128,4 +130,4 @@ def restore_array(restorer, image: np.ndarray, tokens: torch.Tensor | None = Non
     return out
 
 
-__all__ = ["AUTO_TILE_ABOVE", "AUTO_TILE_PX", "auto_tile_size", "estimate_peak_bytes", "restore_array"]
+__all__ = ["AUTO_TILE_ABOVE", "AUTO_TILE_PX", "MAX_DEFAULT_OVERLAP", "auto_tile_size", "estimate_peak_bytes", "restore_array"]
