@@ -306,6 +306,39 @@ def merge_shards(out_dir: Path, *, partial: bool = False) -> dict:
     return _write_result(out_dir, cases, grid, setup)
 
 
+def add_ablation(out_dir: Path, ablation: str) -> int:
+    """Add the ``ablation`` column (a no-token model, restored without tokens) to the shard files of a run made
+    without it: the same photos, operators, face boxes and masks. Rewrites each shard; returns the cases done."""
+    from ..pipeline import Face2ScenePipeline
+    from ..restorer.loading import restorer_from_adapter
+
+    files = sorted(out_dir.glob("photos.shard*of*.json"))
+    if not files:
+        raise FileNotFoundError(f"no photos.shard*of*.json in {out_dir}")
+    abl = restorer_from_adapter(ablation).eval()
+    done = 0
+    for f in files:
+        part = json.loads(f.read_text())
+        setup = part["setup"]
+        pipe = Face2ScenePipeline.from_paths(adapter=None if setup["adapter"] == "embedded" else setup["adapter"],
+                                             fadex=None if setup["fadex"] == "embedded" else setup["fadex"],
+                                             device="cpu")
+        cols = Columns(pipe, abl)
+        photos = {p.path.name: p for p in select_photos(len(setup["photos"]), max_pixels=setup["max_pixels"])}
+        grid = {op.name: op for op in benchmark_grid()}
+        boxes: dict[str, tuple] = {}
+        for row in part["cases"]:
+            photo = photos[row["photo"]]
+            if row["photo"] not in boxes:
+                boxes[row["photo"]] = cols.tokens(photo.image, photo.refs)[1:]
+            lq = _apply(photo.image, grid[row["op"]])
+            row["ablation"] = measure(cols.restore(abl, lq, None), photo.image, *boxes[row["photo"]])
+            done += 1
+        setup["ablation"] = ablation
+        write_bytes_atomic(f, json.dumps(part, indent=1).encode())
+    return done
+
+
 def summarise(cases: list[dict], grid: Sequence[GridOperator]) -> dict:
     """Per column: metric means overall and per family; paired differences against input and classic."""
     columns = [c for c in ("input", "classic", "shipped", "shuffled", "no_tokens", "ablation", "wrong_refs",
@@ -529,5 +562,5 @@ def format_table(res: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["run_benchmark", "merge_shards", "face_pairs", "fadex_on_photos", "summarise", "select_photos", "identity_photos",
+__all__ = ["add_ablation", "run_benchmark", "merge_shards", "face_pairs", "fadex_on_photos", "summarise", "select_photos", "identity_photos",
            "tune_classic_on_train", "measure", "format_table", "fit_pixels"]
