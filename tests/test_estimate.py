@@ -111,3 +111,31 @@ def test_a_gallery_run_plots_the_estimates(tmp_path):
     assert Image.open(path).size[0] > 600
     assert plot_estimates(records[2:], tmp_path / "none.png") is None and not (tmp_path / "none.png").exists()
     json.dumps(records)
+
+
+def test_the_shipped_head_reads_more_noise_from_a_noisy_photo_than_from_its_clean_original(capsys):
+    """`face2scene estimate` on a real portrait, clean and with sensor noise sigma 12 (8-bit levels)."""
+    from PIL import Image
+
+    from face2scene_core.cli import main
+    from shared_data import datasets_dir
+
+    src = datasets_dir() / "faces_identity/deepface/tests/unit/dataset/img25.jpg"
+    clean = np.asarray(Image.open(src).convert("RGB"))
+    noisy = np.clip(clean + np.random.default_rng(0).normal(0, 12, clean.shape), 0, 255).round().astype(np.uint8)
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as d:
+        Image.fromarray(noisy).save(Path(d) / "noisy.png")
+        Image.fromarray(clean).save(Path(d) / "clean.png")
+        got = {}
+        for name in ("clean", "noisy"):
+            assert main(["estimate", str(Path(d) / f"{name}.png"), "--json"]) == 0
+            (face,) = json.loads(capsys.readouterr().out)["faces"]
+            got[name] = face["estimate"]
+    assert got["noisy"]["noise_sigma"]["value"] > got["clean"]["noise_sigma"]["value"] + 4
+    assert 6 < got["noisy"]["noise_sigma"]["value"] < 24
+    assert main(["estimate", str(src)]) == 0
+    line = capsys.readouterr().out
+    assert "img25.jpg face at" in line and "noise" in line and "JPEG" in line
