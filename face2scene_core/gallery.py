@@ -117,6 +117,10 @@ def plot_estimates(records, path: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.5, 5.5), dpi=110)
+    # names only for the most degraded photos: the clean ones pile up near the origin
+    score = {name: e["noise_sigma"]["value"] / 5 + e["blur_sigma"]["value"] + e["motion_length"]["value"] / 5
+             for name, e in rows}
+    named = set(sorted(score, key=score.get, reverse=True)[:12])
     for name, e in rows:
         x, y = e["noise_sigma"]["value"], e["blur_sigma"]["value"]
         q = e["jpeg_quality"]["value"]
@@ -125,13 +129,14 @@ def plot_estimates(records, path: Path) -> Path | None:
                     lw=0.8, zorder=1)
         sc = ax.scatter([x], [y], c=[q if q is not None else 100], cmap="viridis", vmin=10, vmax=100,
                         marker=">" if moving else "o", s=60, edgecolors="k", linewidths=0.5, zorder=2)
-        if len(rows) <= 60:
+        if name in named:
             ax.annotate(name[:18] + (f" x{e['scale']['value']}" if e["scale"]["value"] > 1 else ""), (x, y),
                         textcoords="offset points", xytext=(4, 4), fontsize=7)
     fig.colorbar(sc, ax=ax, label="JPEG quality (100 = none)")
     ax.set_xlabel("noise sigma (8-bit levels)")
     ax.set_ylabel("blur sigma (px)")
-    ax.set_title(f"Estimated degradation of {len(rows)} photo(s) ('>' = motion blur >= 3 px)")
+    ax.set_title(f"Estimated degradation of {len(rows)} photo(s) ('>' = motion blur >= 3 px; the "
+                 f"{len(named)} most degraded named)", fontsize=10)
     ax.set_xlim(left=0)
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
