@@ -33,7 +33,7 @@ def results(runtime):
 
 def expected_shape(kind: str) -> tuple[int, int, int] | None:
     return {"photo": pf.workflow_photo().shape, "face": (512, 512, 3),
-            "panel": (2 * 256 + 24, 512, 3)}.get(kind)
+            "panel": (2 * 256 + 24 + 112, 512, 3)}.get(kind)
 
 
 @pytest.mark.parametrize("name", pf.WORKFLOW_NAMES)

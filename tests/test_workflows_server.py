@@ -82,7 +82,7 @@ def test_server_runs_workflow_and_serves_its_images(server, name):
             continue
         (image,) = images
         out = png(server.view(image))
-        size = {"photo": photo.shape, "face": (512, 512, 3), "panel": (536, 512, 3)}[kind]
+        size = {"photo": photo.shape, "face": (512, 512, 3), "panel": (648, 512, 3)}[kind]
         assert out.shape == size, (node_id, out.shape)
         if node_id in check.restored:
             diff = np.abs(out.astype(np.int16) - photo.astype(np.int16)).mean()

@@ -77,7 +77,7 @@ const [colGap, rowGap, x0, y0, minWidth, maxHeight, imageSize, textSize] = argum
 LAYOUT = {"col_gap": 40, "row_gap": 20, "x0": 20, "y0": 20, "min_width": 300, "max_height": 900,
           "image_size": (400, 440), "text_size": (400, 260)}
 """Graph layout: column and row gaps, origin, minimum node width, the height a column may reach, the size of
-image nodes (PreviewImage / SaveImage: the 512x536 FaDeX preview shows at ~3/4 scale) and of Show Report."""
+image nodes (PreviewImage / SaveImage: the 512x648 FaDeX preview shows at ~3/4 scale) and of Show Report."""
 
 
 def api_to_ui(ui: ComfyWebUI, api: dict, **layout: object) -> dict:
