@@ -94,6 +94,22 @@ def test_psnr_loss_is_the_db_lost_against_the_input_and_weighs_a_mild_sample_lik
     assert g[1] > 5 * g[0]  # a pixel mean (L2) would pull the heavy one 10x harder instead
 
 
+def test_harm_loss_counts_only_the_samples_an_output_makes_worse_than_their_input():
+    from face2scene_core.training.losses import psnr_gain_loss, psnr_harm_loss
+
+    gt = torch.rand(2, 3, 16, 16)
+    lq = gt + torch.tensor([0.1, 0.01]).view(2, 1, 1, 1)
+    out = torch.stack([gt[0] + 0.05, gt[1] + 0.02])  # sample 0 improved (+6.02 dB), sample 1 harmed (-6.02 dB)
+    per = psnr_gain_loss(out, gt, lq, eps=1e-12, reduction="none")
+    assert per.tolist() == pytest.approx([-6.0206, 6.0206], abs=1e-3)
+    assert psnr_harm_loss(out, gt, lq, eps=1e-12).item() == pytest.approx(6.0206 / 2, abs=1e-3)
+    pred = out.clone().requires_grad_(True)
+    psnr_harm_loss(pred, gt, lq, eps=1e-12).backward()
+    assert pred.grad[0].abs().sum() == 0 and pred.grad[1].abs().sum() > 0  # only the harmed sample is pulled
+    with pytest.raises(ValueError, match="reduction"):
+        psnr_gain_loss(out, gt, lq, reduction="sum")
+
+
 def test_a_blind_model_started_from_a_token_model_drops_its_mapnet_and_learns_once_its_gate_is_reset(tmp_path, fadex_dir):
     tok = restorer_from_adapter(train_restorer(_cfg(tmp_path / "tok", fadex_dir, "steps=2", "checkpoint_every=100"),
                                                detector=NoFaces()))

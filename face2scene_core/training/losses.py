@@ -56,16 +56,30 @@ def l2_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(pred.float(), target.float())
 
 
-def psnr_gain_loss(pred: torch.Tensor, target: torch.Tensor, lq: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+def psnr_gain_loss(pred: torch.Tensor, target: torch.Tensor, lq: torch.Tensor, eps: float = 1e-5,
+                   reduction: str = "mean") -> torch.Tensor:
     """Mean over samples of ``10 log10((MSE(pred, target) + eps) / (MSE(lq, target) + eps))``: the dB each sample's
     output loses against its own input (negative = better). The input term is a constant, so the gradient is the
-    PSNR loss's: every sample counts by its relative error, a mild one as much as a heavy one."""
+    PSNR loss's: every sample counts by its relative error, a mild one as much as a heavy one.
+    ``reduction="none"`` returns the per-sample values ``(B,)``."""
     if not pred.shape == target.shape == lq.shape:
         raise ValueError(f"psnr_gain_loss: shapes {tuple(pred.shape)}, {tuple(target.shape)}, {tuple(lq.shape)} differ")
     dims = tuple(range(1, pred.ndim))
     out = ((pred.float() - target.float()) ** 2).mean(dims)
     base = ((lq.float() - target.float()) ** 2).mean(dims)
-    return (10.0 * torch.log10((out + eps) / (base + eps))).mean()
+    per_sample = 10.0 * torch.log10((out + eps) / (base + eps))
+    if reduction == "none":
+        return per_sample
+    if reduction != "mean":
+        raise ValueError(f"psnr_gain_loss: reduction must be 'mean' or 'none', got {reduction!r}")
+    return per_sample.mean()
+
+
+def psnr_harm_loss(pred: torch.Tensor, target: torch.Tensor, lq: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Mean over samples of the dB an output loses against its own input where it is worse than that input
+    (``relu`` of :func:`psnr_gain_loss`'s per-sample values; 0 for a sample the output improves). Added to the PSNR
+    loss it doubles the pull on exactly the samples a photographer would see harmed (do no harm)."""
+    return torch.relu(psnr_gain_loss(pred, target, lq, eps, reduction="none")).mean()
 
 
 def vgg16_features() -> nn.Sequential:

@@ -45,7 +45,7 @@ from ..config import to_dict
 from ..errors import ConfigError, WeightsNotFoundError
 from ..imageio import write_bytes_atomic
 from .data import HQFn, Stage2Batch, Stage2Data, Stage2DataConfig, resolve_path
-from .losses import LPIPSLoss, discriminator_loss, generator_loss, l2_loss, psnr_gain_loss
+from .losses import LPIPSLoss, discriminator_loss, generator_loss, l2_loss, psnr_gain_loss, psnr_harm_loss
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,8 @@ class Stage2Config:
             output is better than its input; logged as ``psnr``). Unlike a pixel mean it weighs a mild or clean sample
             as much as a heavy one (the photo benchmark's mean dB gain); ``psnr_eps`` (1e-5, i.e. 50 dB) caps the
             weight of a clean sample.
+        lambda_harm (0.0): the same per-sample dB, counted only where the output is worse than its input (logged as
+            ``harm``): an extra pull on the samples a restore harms, mild and clean ones first.
         lpips_backbone: safetensors of torchvision's VGG16 ``features``; lpips_heads: optional heads file
             (default: the ``lpips`` wheel's).
         dino_backbone: local Hugging Face folder of a DINO ViT (``Dinov2Model``/``ViTModel``, safetensors).
@@ -131,6 +133,7 @@ class Stage2Config:
     lambda_gan: float = 0.5
     lambda_psnr: float = 0.0
     psnr_eps: float = 1e-5
+    lambda_harm: float = 0.0
     lpips_backbone: str | None = None
     lpips_heads: str | None = None
     dino_backbone: str | None = None
@@ -165,7 +168,7 @@ class Stage2Config:
             raise ConfigError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
         if not 0.0 <= self.lr_min_ratio <= 1.0:
             raise ConfigError(f"lr_min_ratio must be in [0, 1], got {self.lr_min_ratio}")
-        for name in ("lambda_l1", "lambda_l2", "lambda_lpips", "lambda_gan", "lambda_psnr", "weight_decay",
+        for name in ("lambda_l1", "lambda_l2", "lambda_lpips", "lambda_gan", "lambda_psnr", "lambda_harm", "weight_decay",
                      "max_grad_norm", "warmup_steps", "overfit_batches", "num_threads"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -464,6 +467,8 @@ class Stage2Trainer:
             terms["l2"] = l2_loss(restored, target)
         if cfg.lambda_psnr > 0:
             terms["psnr"] = psnr_gain_loss(restored, target, batch.lq, cfg.psnr_eps)
+        if cfg.lambda_harm > 0:
+            terms["harm"] = psnr_harm_loss(restored, target, batch.lq, cfg.psnr_eps)
         if self.lpips is not None:
             with self.acc.autocast():
                 terms["lpips"] = self.lpips(restored, target).float()
@@ -473,7 +478,7 @@ class Stage2Trainer:
             fake = restored[pos]
             terms["gan"] = generator_loss(self.disc(fake), cfg.gan_loss)
         weights = {"l1": cfg.lambda_l1, "l2": cfg.lambda_l2, "lpips": cfg.lambda_lpips, "gan": cfg.lambda_gan,
-                   "psnr": cfg.lambda_psnr}
+                   "psnr": cfg.lambda_psnr, "harm": cfg.lambda_harm}
         total = sum(weights[k] * v for k, v in terms.items())
         logs = {k: float(v.detach()) for k, v in terms.items()}
         logs["negative_frac"] = float(np.mean(negative))
