@@ -104,7 +104,10 @@ def restore_array(restorer, image: np.ndarray, tokens: torch.Tensor | None = Non
     overlap = min(tile // 8, MAX_DEFAULT_OVERLAP) if tile_overlap is None else int(tile_overlap)
     if not 0 <= overlap <= tile // 2:
         raise ValueError(f"tile_overlap must be in [0, {tile // 2}] px for tile_size {tile}, got {overlap}")
-    th, tw = min(tile, h), min(tile, w)
+    from .restorer.tiling import fit_tile
+
+    # as few tiles as `tile` needs per side, shrunk to cover the photo with little more than their overlaps
+    th, tw = fit_tile(h, tile, overlap, m), fit_tile(w, tile, overlap, m)
     ys, xs = _starts(h, th, overlap), _starts(w, tw, overlap)
     wxs = [_window(xs, tw, i) for i in range(len(xs))]
     out = np.empty_like(arr)

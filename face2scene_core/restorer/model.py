@@ -378,7 +378,8 @@ class OneStepRestorer(nn.Module):
             start = time.perf_counter()
             step = lambda zt: self.denoise(zt, tokens, cfg_scale)  # noqa: E731
             x0 = step(z) if tile_lat is None else tiled_apply(step, z, tile=tile_lat, overlap=overlap_lat,
-                                                              progress=progress)
+                                                              progress=progress,
+                                                              multiple=max(1, self.multiple // self.codec.downscale))
             tick("unet", start)
             # 4. decode, crop to the input size
             start = time.perf_counter()

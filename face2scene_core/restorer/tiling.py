@@ -30,6 +30,19 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     return [round(i * (length - tile) / (n - 1)) for i in range(n)]
 
 
+def fit_tile(length: int, tile: int, overlap: int, multiple: int = 1) -> int:
+    """The side of the tiles that cover ``[0, length)`` with as few tiles as ``tile`` needs, shrunk so they cover
+    it with little more than their overlaps: the smallest multiple of ``multiple`` >= ``(length + (n - 1) overlap)
+    / n``, never above ``tile`` (``length`` itself when it fits in one tile). 3 tiles of 2048 over 4096 px process
+    1.5x the side; 3 fitted tiles of 1456 process 1.07x."""
+    if length <= tile:
+        return length
+    n = max(2, math.ceil((length - overlap) / (tile - overlap)))
+    side = -(-(length + (n - 1) * overlap) // n)
+    side = max(-(-side // multiple) * multiple, 2 * overlap)
+    return min(side, tile)
+
+
 def ramp(size: int, rise: int, fall: int, *, device=None, dtype=torch.float32) -> torch.Tensor:
     """1-D window of ``size``: raised-cosine rise over the first ``rise`` cells, fall over the last ``fall``.
 
@@ -61,19 +74,21 @@ def tiled_apply(
     overlap: int,
     out_channels: int | None = None,
     progress: bool = True,
+    multiple: int = 1,
 ) -> torch.Tensor:
     """Apply ``fn`` to overlapping ``tile x tile`` windows of ``z`` ``(B, C, H, W)`` and blend.
 
     ``fn`` maps ``(B, C, th, tw) -> (B, C_out, th, tw)`` (``C_out = out_channels`` or ``C``); the result
-    is ``(B, C_out, H, W)`` in ``z``'s dtype. If ``z`` fits in one tile, ``fn(z)`` is returned as is.
+    is ``(B, C_out, H, W)`` in ``z``'s dtype. If ``z`` fits in one tile, ``fn(z)`` is returned as is. Tiles are
+    fitted (:func:`fit_tile`) to sides that are multiples of ``multiple`` (the network's downsampling).
     """
     if z.ndim != 4:
         raise ValueError(f"tiled_apply expects (B, C, H, W), got {tuple(z.shape)}")
     b, c, h, w = z.shape
     if h <= tile and w <= tile:
         return fn(z)
-    th, tw = min(tile, h), min(tile, w)
-    ys, xs = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
+    th, tw = fit_tile(h, tile, overlap, multiple), fit_tile(w, tile, overlap, multiple)  # as few as `tile` needs
+    ys, xs = tile_starts(h, th, overlap), tile_starts(w, tw, overlap)
     out = weight_sum = None
     boxes = [(iy, ix) for iy in range(len(ys)) for ix in range(len(xs))]
     for iy, ix in tqdm(boxes, desc="tiles", leave=False, disable=not progress or len(boxes) < 4):
@@ -94,4 +109,4 @@ def tiled_apply(
     return (out / weight_sum).to(z.dtype)
 
 
-__all__ = ["tile_starts", "ramp", "tiled_apply"]
+__all__ = ["fit_tile", "tile_starts", "ramp", "tiled_apply"]
