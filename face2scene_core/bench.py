@@ -79,7 +79,7 @@ def _build(model: str):
     return Face2ScenePipeline(fadex=fadex, restorer=restorer, device="auto")
 
 
-def conv_throughput(channels: int = 64, side: int = 256, repeats: int = 5) -> float:
+def conv_throughput(channels: int = 64, side: int = 256, repeats: int = 20) -> float:
     """This machine's fp32 3x3 convolution rate in GFLOP/s (channels-last, batch 1, ``channels`` in and out at
     ``side`` x ``side``, best of ``repeats``): the yardstick of the restorer's achieved rate."""
     import torch
