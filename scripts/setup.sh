@@ -18,7 +18,7 @@ pip_install() {
         echo "setup: pip install $* failed (attempt $attempt of 4); trying again in $((attempt * 15)) s" >&2
         sleep $((attempt * 15))
     done
-    echo "setup: could not install $* after 4 attempts: check the network connection to PyPI and run again" >&2
+    echo "setup: could not install $* after 4 attempts: check the network connection to PyPI and the free disk space (df -h), then run again" >&2
     return 1
 }
 RESUME=""
