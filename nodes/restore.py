@@ -15,17 +15,13 @@ from .reffr import face_model_with_patcher, faces_image, restore_faces
 from .types import CATEGORY, FACES, FILES, MODEL, TOKENS, Faces, Tokens
 
 COLOR_FIXES = ("wavelet", "adain", "none")
-FACE_CHECK_TOOLTIP = ("Do no harm: scale the restorer's correction down as far as the face disagrees with it (the "
-                      "Ref-FR face as the oracle). Needs faces and restored_faces; images without a face keep the "
-                      "whole correction.")
 CFG_DEFAULT, CFG_MIN, CFG_MAX = 1.07, 1.0, 1.2
 REFFR_CHOICES = ("embedded", "model file")
 
 
 def restore_images(model, image: torch.Tensor, tokens: Tokens | None = None, *, cfg_scale: float = CFG_DEFAULT,
                    tile_size: int = 0, tile_overlap: int = 64, color_fix: str = "wavelet",
-                   paste: tuple[Faces, list] | None = None, check: tuple[Faces, list] | None = None,
-                   reports: list | None = None) -> torch.Tensor:
+                   paste: tuple[Faces, list] | None = None) -> torch.Tensor:
     """The one-step restorer on every image of an IMAGE batch, with a ComfyUI progress bar.
 
     Args:
@@ -37,16 +33,12 @@ def restore_images(model, image: torch.Tensor, tokens: Tokens | None = None, *, 
         tile_overlap: overlap of the tiles in pixels (at most half a tile).
         color_fix: ``"wavelet"``, ``"adain"`` or ``"none"`` (colour taken from the input).
         paste: ``(faces, restored aligned faces)``: paste each Ref-FR face back with a feathered mask.
-        check: ``(faces, restored aligned faces)``: the face check (:mod:`face2scene_core.face_check`): each image's
-            correction is scaled by how far its face agrees with it; images without a face keep the whole correction.
-        reports: a list that receives each image's face-check verdict (a dict, or None where none was made).
 
     Returns:
         IMAGE ``[B, H, W, 3]``, the input's size.
     """
     import comfy.utils
 
-    from ..face2scene_core.face_check import face_check
     from ..face2scene_core.faces.align import paste_back
 
     if not CFG_MIN <= cfg_scale <= CFG_MAX:
@@ -56,12 +48,11 @@ def restore_images(model, image: torch.Tensor, tokens: Tokens | None = None, *, 
     x = to_chw(image)
     batch = x.shape[0]
     per_image = tokens.for_batch(batch) if tokens is not None else [None] * batch
-    for what, pair in (("paste_face", paste), ("face_check", check)):
-        if pair is not None:
-            faces = pair[0]
-            if len(faces) != batch or any(e.photo.shape[:2] != tuple(x.shape[-2:]) for e in faces.entries):
-                raise ValueError(f"{what}: the faces were detected on {len(faces)} photo(s) of another size than "
-                                 f"this {batch}-image batch; connect the faces made from this image")
+    if paste is not None:
+        faces, hq = paste
+        if len(faces) != batch or any(e.photo.shape[:2] != tuple(x.shape[-2:]) for e in faces.entries):
+            raise ValueError(f"paste_face: the faces were detected on {len(faces)} photo(s) of another size than "
+                             f"this {batch}-image batch; connect the faces made from this image")
     restorer = model.restorer()
     bar = comfy.utils.ProgressBar(batch)
     out = []
@@ -71,14 +62,6 @@ def restore_images(model, image: torch.Tensor, tokens: Tokens | None = None, *, 
                              cfg_scale=cfg_scale, tile_size=tile_size or None,
                              tile_overlap=tile_overlap if tile_size else None,
                              color_fix=None if color_fix == "none" else color_fix, progress=False)
-        verdict = None
-        if check is not None and check[1][i] is not None and t is not None:
-            entry = check[0].entries[i]
-            verdict = face_check(entry.photo, to_arrays(from_chw(y))[0], entry.aligned, check[1][i])
-            if verdict.strength < 1.0:  # blend in float: no extra rounding
-                y = x[i:i + 1].to(y) + verdict.strength * (y - x[i:i + 1].to(y))
-        if reports is not None:
-            reports.append(None if verdict is None else verdict.as_report())
         y = from_chw(y)
         if paste is not None and paste[1][i] is not None:
             pasted = paste_back(to_arrays(y)[0], paste[1][i], paste[0].entries[i].aligned)
@@ -117,34 +100,30 @@ class Face2SceneOneStepRestore:
             },
             "optional": {
                 "tokens": (TOKENS, {"tooltip": "Degradation tokens; leave empty to restore without them."}),
-                "faces": (FACES, {"tooltip": "For paste_face and face_check: the faces detected on this image."}),
-                "restored_faces": ("IMAGE", {"tooltip": "For paste_face and face_check: the Ref-FR faces."}),
-                "face_check": ("BOOLEAN", {"default": True, "tooltip": FACE_CHECK_TOOLTIP}),
+                "faces": (FACES, {"tooltip": "For paste_face: the faces detected on this image."}),
+                "restored_faces": ("IMAGE", {"tooltip": "For paste_face: the Ref-FR faces."}),
             },
         }
 
     def restore(self, model, image, cfg_scale, tile_size, tile_overlap, color_fix, paste_face, tokens=None,
-                faces=None, restored_faces=None, face_check=True):
-        pair = None
-        if faces is not None and restored_faces is not None:
+                faces=None, restored_faces=None):
+        paste = None
+        if paste_face:
+            if faces is None or restored_faces is None:
+                raise ValueError("paste_face needs the faces and restored_faces inputs connected")
             hq = to_arrays(restored_faces, "restored_faces")
-            pair = (faces, [h if e.has_face else None for h, e in zip(hq, faces.entries)])
-        if paste_face and pair is None:
-            raise ValueError("paste_face needs the faces and restored_faces inputs connected")
+            paste = (faces, [h if e.has_face else None for h, e in zip(hq, faces.entries)])
         return (restore_images(model, image, tokens, cfg_scale=cfg_scale, tile_size=tile_size,
-                               tile_overlap=tile_overlap, color_fix=color_fix, paste=pair if paste_face else None,
-                               check=pair if face_check else None),)
+                               tile_overlap=tile_overlap, color_fix=color_fix, paste=paste),)
 
 
-def report(faces: Faces, model, checks: list | None = None) -> str:
-    """JSON report of what the all-in-one node did, per image (``checks``: each image's face-check verdict)."""
+def report(faces: Faces, model) -> str:
+    """JSON report of what the all-in-one node did, per image."""
     items = []
     for n, e in enumerate(faces.entries):
         items.append({"image": n, "size": [int(e.photo.shape[1]), int(e.photo.shape[0])], "faces": len(e.faces),
                       "face_used": e.chosen, "reason": e.reason, "identity_scores": e.identity_scores,
                       "degradation_tokens": e.has_face})
-        if checks and n < len(checks) and checks[n] is not None:
-            items[-1]["face_check"] = checks[n]
     return json.dumps({"model": repr(model), "references": len(faces.references), "images": items}, indent=1)
 
 
@@ -176,8 +155,7 @@ class Face2SceneRestore:
                 **{k: stages[k] for k in ("cfg_scale", "tile_size", "tile_overlap", "color_fix", "paste_face")},
             },
             "optional": {"references": ("IMAGE", {"tooltip": REFERENCES_TOOLTIP}),
-                         "reference_files": (FILES, {"tooltip": REFERENCE_FILES_TOOLTIP}),
-                         "face_check": ("BOOLEAN", {"default": True, "tooltip": FACE_CHECK_TOOLTIP})},
+                         "reference_files": (FILES, {"tooltip": REFERENCE_FILES_TOOLTIP})},
         }
 
     @classmethod
@@ -185,8 +163,7 @@ class Face2SceneRestore:
         return True if isinstance(face_model, str) else f"face_model must be a file name, got {face_model!r}"
 
     def restore(self, model, image, face, index, detector, min_face_size, if_no_face, reffr, face_model, cfg_scale,
-                tile_size, tile_overlap, color_fix, paste_face, references=None, reference_files=None,
-                face_check=True):
+                tile_size, tile_overlap, color_fix, paste_face, references=None, reference_files=None):
         from . import folders
 
         refs = to_arrays(references, "references") if references is not None else []
@@ -205,12 +182,10 @@ class Face2SceneRestore:
         loaded_model = model.latest("face_model", str(path), lambda: face_model_with_patcher(path)) if path else None
         hq = restore_faces(found, reffr, path, face_model=loaded_model)
         tokens = degradation_tokens(model, extract_degradation(model, found, hq))
-        checks: list = []
         restored = restore_images(model, image, tokens, cfg_scale=cfg_scale, tile_size=tile_size,
                                   tile_overlap=tile_overlap, color_fix=color_fix,
-                                  paste=(found, hq) if paste_face else None,
-                                  check=(found, hq) if face_check else None, reports=checks)
-        return (restored, faces_image(found, hq), report(found, model, checks))
+                                  paste=(found, hq) if paste_face else None)
+        return (restored, faces_image(found, hq), report(found, model))
 
 
 __all__ = ["COLOR_FIXES", "Face2SceneOneStepRestore", "Face2SceneRestore", "report", "restore_images"]
