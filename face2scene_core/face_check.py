@@ -14,7 +14,7 @@ for the body and background too. A correction the face agrees with (noise the Re
 smoothed away from a light JPEG) is scaled down, to nothing when the two changes are unrelated.
 
 The check can only scale the correction down, never amplify it, and costs one projection on a face crop plus one
-blend. Measured (docs/results.md, "The face check") on train photos at 1 MP before it was made the default.
+blend. Measured on train photos at 1 MP before it was made the default (docs/results.md, "v5 + the face check").
 """
 
 from __future__ import annotations
@@ -42,14 +42,6 @@ class FaceCheck:
                 "face_change_rms": round(self.change, 3)}
 
 
-def _to_u8(image: np.ndarray) -> np.ndarray:
-    if image.dtype == np.uint8:
-        return image
-    if image.dtype == np.uint16:
-        return ((image.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
-    raise ValueError(f"face check: expected a uint8 or uint16 image, got {image.dtype}")
-
-
 def face_check(photo: np.ndarray, restored: np.ndarray, aligned, hq_face: np.ndarray) -> FaceCheck:
     """The strength the face supports for ``restored`` (the whole photo restored from ``photo``).
 
@@ -59,12 +51,17 @@ def face_check(photo: np.ndarray, restored: np.ndarray, aligned, hq_face: np.nda
         aligned: the face's :class:`~face2scene_core.faces.align.AlignedFace`.
         hq_face: the Ref-FR face, aligned (``uint8 (S, S, 3)``).
     """
-    from .faces.align import native_pair
+    from .faces.align import native_crop_box, native_pair
+    from .imageio import _to8
 
     if restored.shape[:2] != photo.shape[:2]:
         raise ValueError(f"face check: restored {restored.shape[:2]} and photo {photo.shape[:2]} differ in size")
+    if restored.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"face check: expected a uint8 or uint16 image, got {restored.dtype}")
     lq, ref = native_pair(photo, aligned, hq_face)
-    out = native_pair(_to_u8(restored), aligned, hq_face)[0]
+    x0, y0, x1, y1 = native_crop_box(aligned, photo.shape)  # the same pixels as lq: the Ref-FR face is warped once
+    out = restored[y0:y1, x0:x1]
+    out = _to8(out) if out.dtype == np.uint16 else out
     lq = lq.astype(np.float64)
     d = (out.astype(np.float64) - lq).ravel()
     e = (ref.astype(np.float64) - lq).ravel()
