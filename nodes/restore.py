@@ -17,11 +17,15 @@ from .types import CATEGORY, FACES, FILES, MODEL, TOKENS, Faces, Tokens
 COLOR_FIXES = ("wavelet", "adain", "none")
 CFG_DEFAULT, CFG_MIN, CFG_MAX = 1.07, 1.0, 1.2
 REFFR_CHOICES = ("embedded", "model file")
+FACE_CHECK_TOOLTIP = ("Do no harm: scale the correction of the whole photo by how far it agrees, on the face, with the "
+                      "Ref-FR face (a clean or mildly degraded photo is then left nearly alone). Needs faces and "
+                      "restored_faces connected; without them, or without tokens, nothing is checked.")
 
 
 def restore_images(model, image: torch.Tensor, tokens: Tokens | None = None, *, cfg_scale: float = CFG_DEFAULT,
                    tile_size: int = 0, tile_overlap: int = 64, color_fix: str = "wavelet",
-                   paste: tuple[Faces, list] | None = None) -> torch.Tensor:
+                   paste: tuple[Faces, list] | None = None, check: tuple[Faces, list] | None = None,
+                   verdicts: list | None = None) -> torch.Tensor:
     """The one-step restorer on every image of an IMAGE batch, with a ComfyUI progress bar.
 
     Args:
@@ -33,6 +37,9 @@ def restore_images(model, image: torch.Tensor, tokens: Tokens | None = None, *, 
         tile_overlap: overlap of the tiles in pixels (at most half a tile).
         color_fix: ``"wavelet"``, ``"adain"`` or ``"none"`` (colour taken from the input).
         paste: ``(faces, restored aligned faces)``: paste each Ref-FR face back with a feathered mask.
+        check: ``(faces, restored aligned faces)``: the face check (:mod:`face2scene_core.face_check`) on every
+            image that has a face, a Ref-FR face and tokens: its correction is scaled by how far the face agrees.
+        verdicts: if given, one entry per image is appended: the face check's report dict, or why it was skipped.
 
     Returns:
         IMAGE ``[B, H, W, 3]``, the input's size.
@@ -48,11 +55,12 @@ def restore_images(model, image: torch.Tensor, tokens: Tokens | None = None, *, 
     x = to_chw(image)
     batch = x.shape[0]
     per_image = tokens.for_batch(batch) if tokens is not None else [None] * batch
-    if paste is not None:
-        faces, hq = paste
-        if len(faces) != batch or any(e.photo.shape[:2] != tuple(x.shape[-2:]) for e in faces.entries):
-            raise ValueError(f"paste_face: the faces were detected on {len(faces)} photo(s) of another size than "
-                             f"this {batch}-image batch; connect the faces made from this image")
+    for what, given in (("paste_face", paste), ("face_check", check)):
+        if given is not None:
+            faces = given[0]
+            if len(faces) != batch or any(e.photo.shape[:2] != tuple(x.shape[-2:]) for e in faces.entries):
+                raise ValueError(f"{what}: the faces were detected on {len(faces)} photo(s) of another size than "
+                                 f"this {batch}-image batch; connect the faces made from this image")
     restorer = model.restorer()
     bar = comfy.utils.ProgressBar(batch)
     out = []
@@ -63,12 +71,34 @@ def restore_images(model, image: torch.Tensor, tokens: Tokens | None = None, *, 
                              tile_overlap=tile_overlap if tile_size else None,
                              color_fix=None if color_fix == "none" else color_fix, progress=False)
         y = from_chw(y)
+        if check is not None:
+            y = _checked(image[i:i + 1], y, check[0].entries[i], check[1][i], t, verdicts)
         if paste is not None and paste[1][i] is not None:
             pasted = paste_back(to_arrays(y)[0], paste[1][i], paste[0].entries[i].aligned)
             y = to_image([pasted])
         out.append(y)
         bar.update(1)
     return torch.cat(out)
+
+
+def _checked(image: torch.Tensor, y: torch.Tensor, entry, hq, tokens, verdicts: list | None) -> torch.Tensor:
+    """One image through the face check (``image`` and ``y``: IMAGE ``[1, H, W, 3]``); the blend is done in float, so
+    a strength of 1 returns ``y`` unchanged."""
+    from ..face2scene_core.face_check import face_check
+
+    why = ("no face" if not entry.has_face or hq is None else
+           "restored without degradation tokens" if tokens is None else None)
+    if why is not None:
+        if verdicts is not None:
+            verdicts.append(f"not applied: {why}")
+        return y
+    verdict = face_check(entry.photo, to_arrays(y)[0], entry.aligned, hq)
+    if verdicts is not None:
+        verdicts.append(verdict.as_report())
+    if verdict.strength >= 1.0:
+        return y
+    x = image.to(y.device, y.dtype)
+    return (x + verdict.strength * (y - x)).clamp(0.0, 1.0)
 
 
 class Face2SceneOneStepRestore:
@@ -101,29 +131,33 @@ class Face2SceneOneStepRestore:
             "optional": {
                 "tokens": (TOKENS, {"tooltip": "Degradation tokens; leave empty to restore without them."}),
                 "faces": (FACES, {"tooltip": "For paste_face: the faces detected on this image."}),
-                "restored_faces": ("IMAGE", {"tooltip": "For paste_face: the Ref-FR faces."}),
+                "restored_faces": ("IMAGE", {"tooltip": "For paste_face and face_check: the Ref-FR faces."}),
+                "face_check": ("BOOLEAN", {"default": True, "tooltip": FACE_CHECK_TOOLTIP}),
             },
         }
 
     def restore(self, model, image, cfg_scale, tile_size, tile_overlap, color_fix, paste_face, tokens=None,
-                faces=None, restored_faces=None):
-        paste = None
-        if paste_face:
-            if faces is None or restored_faces is None:
-                raise ValueError("paste_face needs the faces and restored_faces inputs connected")
+                faces=None, restored_faces=None, face_check=True):
+        pair = None
+        if faces is not None and restored_faces is not None:
             hq = to_arrays(restored_faces, "restored_faces")
-            paste = (faces, [h if e.has_face else None for h, e in zip(hq, faces.entries)])
+            pair = (faces, [h if e.has_face else None for h, e in zip(hq, faces.entries)])
+        if paste_face and pair is None:
+            raise ValueError("paste_face needs the faces and restored_faces inputs connected")
         return (restore_images(model, image, tokens, cfg_scale=cfg_scale, tile_size=tile_size,
-                               tile_overlap=tile_overlap, color_fix=color_fix, paste=paste),)
+                               tile_overlap=tile_overlap, color_fix=color_fix, paste=pair if paste_face else None,
+                               check=pair if face_check else None),)
 
 
-def report(faces: Faces, model) -> str:
-    """JSON report of what the all-in-one node did, per image."""
+def report(faces: Faces, model, checks: list | None = None) -> str:
+    """JSON report of what the all-in-one node did, per image (``checks``: the face check's verdicts)."""
     items = []
     for n, e in enumerate(faces.entries):
         items.append({"image": n, "size": [int(e.photo.shape[1]), int(e.photo.shape[0])], "faces": len(e.faces),
                       "face_used": e.chosen, "reason": e.reason, "identity_scores": e.identity_scores,
                       "degradation_tokens": e.has_face})
+        if checks is not None:
+            items[-1]["face_check"] = checks[n]
     return json.dumps({"model": repr(model), "references": len(faces.references), "images": items}, indent=1)
 
 
@@ -155,7 +189,8 @@ class Face2SceneRestore:
                 **{k: stages[k] for k in ("cfg_scale", "tile_size", "tile_overlap", "color_fix", "paste_face")},
             },
             "optional": {"references": ("IMAGE", {"tooltip": REFERENCES_TOOLTIP}),
-                         "reference_files": (FILES, {"tooltip": REFERENCE_FILES_TOOLTIP})},
+                         "reference_files": (FILES, {"tooltip": REFERENCE_FILES_TOOLTIP}),
+                         "face_check": Face2SceneOneStepRestore.INPUT_TYPES()["optional"]["face_check"]},
         }
 
     @classmethod
@@ -163,7 +198,8 @@ class Face2SceneRestore:
         return True if isinstance(face_model, str) else f"face_model must be a file name, got {face_model!r}"
 
     def restore(self, model, image, face, index, detector, min_face_size, if_no_face, reffr, face_model, cfg_scale,
-                tile_size, tile_overlap, color_fix, paste_face, references=None, reference_files=None):
+                tile_size, tile_overlap, color_fix, paste_face, references=None, reference_files=None,
+                face_check=True):
         from . import folders
 
         refs = to_arrays(references, "references") if references is not None else []
@@ -182,10 +218,12 @@ class Face2SceneRestore:
         loaded_model = model.latest("face_model", str(path), lambda: face_model_with_patcher(path)) if path else None
         hq = restore_faces(found, reffr, path, face_model=loaded_model)
         tokens = degradation_tokens(model, extract_degradation(model, found, hq))
+        checks: list | None = [] if face_check else None
         restored = restore_images(model, image, tokens, cfg_scale=cfg_scale, tile_size=tile_size,
                                   tile_overlap=tile_overlap, color_fix=color_fix,
-                                  paste=(found, hq) if paste_face else None)
-        return (restored, faces_image(found, hq), report(found, model))
+                                  paste=(found, hq) if paste_face else None,
+                                  check=(found, hq) if face_check else None, verdicts=checks)
+        return (restored, faces_image(found, hq), report(found, model, checks))
 
 
 __all__ = ["COLOR_FIXES", "Face2SceneOneStepRestore", "Face2SceneRestore", "report", "restore_images"]

@@ -279,6 +279,41 @@ def test_one_step_restore_batch_progress_paste_and_errors(comfy_runtime, model, 
         comfy_runtime.call_node("Face2SceneOneStepRestore", image=image, **{**args, "paste_face": True})
 
 
+def test_one_step_restore_face_check_follows_the_ref_fr_face(comfy_runtime, model, pack):
+    """The face check (do no harm): the restorer's correction is kept where the Ref-FR face agrees with it and dropped
+    where it contradicts it; switched off, or without tokens, the restorer's output is untouched."""
+    clean = photo(pf.PORTRAIT).astype(np.float32)
+    noisy = clean + np.random.default_rng(0).normal(0.0, 12.0, clean.shape)  # sensor noise: the restorer acts
+    image = image_of(np.clip(noisy + 0.5, 0, 255).astype(np.uint8))
+    faces, aligned, _, _ = comfy_runtime.call_node("Face2SceneDetectFaces", image=image, face="largest", index=0,
+                                                   detector="retinaface", min_face_size=32, if_no_face="error")
+    (hq,) = comfy_runtime.call_node("Face2SceneRefFR", faces=faces, backend="embedded", face_model="(none)")
+    degradation = comfy_runtime.call_node("Face2SceneExtractDegradation", model=model, faces=faces, restored_faces=hq)[0]
+    (tokens,) = comfy_runtime.call_node("Face2SceneDegradationTokens", model=model, degradation=degradation)
+    args = dict(model=model, image=image, cfg_scale=1.0, tile_size=0, tile_overlap=64, color_fix="wavelet",
+                paste_face=False)
+    (plain,) = comfy_runtime.call_node("Face2SceneOneStepRestore", tokens=tokens, **args)
+    assert float((plain - image).abs().mean()) > 1e-3  # the restorer did change the photo
+    # the restored photo's own face: a Ref-FR face that moved the face as the restorer did
+    align = importlib.import_module(f"{PACK_NAME}.face2scene_core.faces.align")
+    entry = faces.entries[0]
+    own = image_of(align.align_face((plain[0].numpy() * 255.0 + 0.5).astype(np.uint8), entry.aligned.face,
+                                    size=entry.aligned.size).image)
+    check = dict(tokens=tokens, faces=faces, **args)
+    (agreed,) = comfy_runtime.call_node("Face2SceneOneStepRestore", restored_faces=own, face_check=True, **check)
+    assert float((agreed - image).abs().mean()) > 0.9 * float((plain - image).abs().mean())
+    # a Ref-FR face that moved it the other way: nothing of the correction is kept, the photo comes back as it was
+    opposite = (aligned + 3.0 * (aligned - own)).clamp(0.0, 1.0)
+    (unchanged,) = comfy_runtime.call_node("Face2SceneOneStepRestore", restored_faces=opposite, face_check=True,
+                                           **check)
+    assert torch.equal(unchanged, image)
+    (off,) = comfy_runtime.call_node("Face2SceneOneStepRestore", restored_faces=opposite, face_check=False, **check)
+    assert torch.equal(off, plain)
+    (no_tokens,) = comfy_runtime.call_node("Face2SceneOneStepRestore", faces=faces, restored_faces=opposite,
+                                           face_check=True, **args)
+    assert torch.equal(no_tokens, comfy_runtime.call_node("Face2SceneOneStepRestore", **args)[0])
+
+
 def test_models_are_managed_by_comfyui(comfy_runtime, model):
     mm = comfy_runtime.model_management
     mm.unload_all_models()
@@ -383,16 +418,17 @@ def test_sd_turbo_backend_runs_on_a_tiny_sd_like_checkpoint(comfy_runtime, pack,
     out, faces_out, report = comfy_runtime.call_node(
         "Face2SceneRestore", model=model, image=image, face="largest", index=0, detector="retinaface",
         min_face_size=32, if_no_face="error", reffr="embedded", face_model="(none)", cfg_scale=1.07, tile_size=0,
-        tile_overlap=64, color_fix="none", paste_face=False)
+        tile_overlap=64, color_fix="none", paste_face=False, face_check=False)  # the random UNet's change, unchecked
     assert tuple(out.shape) == tuple(image.shape) and float((out - image).abs().mean()) > 1e-3
-    assert json.loads(report)["images"][0]["degradation_tokens"] is True
+    item = json.loads(report)["images"][0]
+    assert item["degradation_tokens"] is True and "face_check" not in item
 
 
 def test_all_in_one_node_matches_the_python_pipeline(comfy_runtime, model):
     """The node graph and ``Face2ScenePipeline`` (the CLI's path) restore a photo the same way."""
     pipeline = importlib.import_module(f"{PACK_NAME}.face2scene_core.pipeline")
     old, ref = photo(pf.OLD_PHOTO), photo(pf.PORTRAIT_REF)
-    out, faces_img, _ = comfy_runtime.call_node(
+    out, faces_img, report = comfy_runtime.call_node(
         "Face2SceneRestore", model=model, image=image_of(old), references=image_of(ref), face="match references",
         index=0, detector="retinaface", min_face_size=32, if_no_face="error", reffr="embedded", face_model="(none)",
         cfg_scale=1.07, tile_size=0, tile_overlap=64, color_fix="wavelet", paste_face=False)
@@ -401,6 +437,8 @@ def test_all_in_one_node_matches_the_python_pipeline(comfy_runtime, model):
         expected = pipe(old, [ref], face="reference", cfg_scale=1.07, color_fix="wavelet")
     node = (out[0].numpy() * 255.0 + 0.5).astype(np.uint8)
     assert np.abs(node.astype(np.int16) - expected.image.astype(np.int16)).max() <= 1
+    checked = json.loads(report)["images"][0]["face_check"]  # both apply the face check, with the same verdict
+    assert checked["strength"] == pytest.approx(expected.report["face_check"]["strength"], abs=2e-3)
     assert np.abs((faces_img[0].numpy() * 255.0 + 0.5).astype(np.int16) - expected.hq_face).max() <= 1
 
 
