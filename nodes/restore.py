@@ -130,7 +130,7 @@ class Face2SceneOneStepRestore:
             },
             "optional": {
                 "tokens": (TOKENS, {"tooltip": "Degradation tokens; leave empty to restore without them."}),
-                "faces": (FACES, {"tooltip": "For paste_face: the faces detected on this image."}),
+                "faces": (FACES, {"tooltip": "For paste_face and face_check: the faces detected on this image."}),
                 "restored_faces": ("IMAGE", {"tooltip": "For paste_face and face_check: the Ref-FR faces."}),
                 "face_check": ("BOOLEAN", {"default": True, "tooltip": FACE_CHECK_TOOLTIP}),
             },

@@ -2,7 +2,7 @@
 strengths 0, 0.1, ..., 1 and the face's projection statistics, then the rules compared (none = the whole correction,
 a* = the face check of face2scene_core.face_check, ideal = the best strength known from the ground truth).
 
-    python scripts/face_check_sweep.py ADAPTER|- OUT.json [--photos 6] [--max-pixels 1000000] [--part train]
+    python scripts/face_check_sweep.py ADAPTER|- OUT.json [--fadex DIR] [--photos 6] [--max-pixels 1000000] [--part train]
     python scripts/face_check_sweep.py --summarise OUT.json
 
 Made to choose a model and the rule on TRAIN photos (`--part train`, the default); the held-out benchmark is
@@ -21,7 +21,8 @@ def sweep(args):
     from face2scene_core.face_check import face_check
     from face2scene_core.pipeline import Face2ScenePipeline
 
-    pipe = Face2ScenePipeline.from_paths(adapter=None if args.adapter == "-" else args.adapter, device="cpu")
+    pipe = Face2ScenePipeline.from_paths(adapter=None if args.adapter == "-" else args.adapter, fadex=args.fadex,
+                                         device="cpu")
     cols = Columns(pipe)
     rows = []
     for pi, photo in enumerate(select_photos(args.photos, args.part, max_pixels=args.max_pixels)):
@@ -38,7 +39,7 @@ def sweep(args):
                          "strength": v.strength, "agreement": v.agreement})
             print(pi, op.name, f"input {curve[0]:.2f} whole {curve[-1]:.2f} strength {v.strength:.2f}", flush=True)
     with open(args.out, "w") as f:
-        json.dump({"adapter": args.adapter, "photos": args.photos, "part": args.part, "max_pixels": args.max_pixels,
+        json.dump({"adapter": args.adapter, "fadex": args.fadex or "embedded", "photos": args.photos, "part": args.part, "max_pixels": args.max_pixels,
                    "rows": rows}, f, indent=1)
 
 
@@ -68,6 +69,7 @@ if __name__ == "__main__":
     else:
         ap = argparse.ArgumentParser()
         ap.add_argument("adapter"); ap.add_argument("out")
+        ap.add_argument("--fadex", help="FaDeX weights folder the adapter was trained on (default: the embedded one)")
         ap.add_argument("--photos", type=int, default=6)
         ap.add_argument("--max-pixels", type=int, default=1_000_000)
         ap.add_argument("--part", default="train", choices=["train", "heldout"])
