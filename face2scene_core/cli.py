@@ -56,7 +56,7 @@ def _add_restore(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cfg", type=float, default=None, help="guidance scale (default: the model's, 1.07 for SD-Turbo)")
     p.add_argument("--tile", type=int, default=None,
                    help="largest tile side in pixels (default: photos above 4 MP are cut into as few tiles of at most "
-                   "2048 px as they need, fitted to the photo and rounded to the model's multiple, so memory is "
+                   "1280 px as they need, fitted to the photo and rounded to the model's multiple, so memory is "
                    "bounded by a tile)")
     p.add_argument("--tile-overlap", type=int, default=None, help="tile overlap in pixels (default: tile / 8, at most 128)")
     p.add_argument("--color-fix", choices=["none", "wavelet", "adain"], default="none")
