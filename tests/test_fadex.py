@@ -452,3 +452,80 @@ def test_eval_fadex_cli_reads_only_the_images_a_glob_matches(tmp_path, ffhq):
     report = json.loads((tmp_path / "out" / "fadex_eval.json").read_text())
     assert rc == 0 and report["n_images"] == 3 and not any(n.endswith(".json") for n in report["image_names"])
     assert len(report["presets"]["top1_per_operator"]) == 4
+
+
+# ----------------------------------------------------------------------------- photo bank
+
+
+def _write_bank(folder: Path, groups: int = 5, per_group: int = 4, side: int = 40) -> None:
+    """A synthetic bank shard: reffr = lq + 1 and gt = lq + 2 (mod 256), so a crop's HQ tells which source it took
+    and whether it was cut at the same place as its LQ."""
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(0)
+    arrays, labels = {}, []
+    for n in range(groups * per_group):
+        lq = rng.integers(0, 254, size=(side, side, 3), dtype=np.uint8)
+        arrays[f"lq_{n}"], arrays[f"reffr_{n}"], arrays[f"gt_{n}"] = lq, lq + 1, lq + 2
+        labels.append(-1 if n // per_group == 0 else n // per_group)
+    arrays[f"lq_{n + 1}"] = arrays[f"reffr_{n + 1}"] = arrays[f"gt_{n + 1}"] = np.zeros((20, 20, 3), np.uint8)
+    arrays["label"] = np.asarray(labels + [99], np.int64)  # a pair too small for the crop: left out
+    arrays["photo"] = np.arange(len(labels) + 1, dtype=np.int64)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(arrays, str(folder / "bank_00000.safetensors"))
+
+
+def test_photo_bank_batches_are_operator_groups_cut_at_one_place(tmp_path):
+    from face2scene_core.fadex.photo_bank import BANK_LABEL_OFFSET, PhotoBank
+
+    _write_bank(tmp_path)
+    bank = PhotoBank(tmp_path, crop_size=32, ops_per_batch=3, images_per_op=4, reffr_share=1.0)
+    assert len(bank) == 20 and sorted(bank.groups) == [-1, 1, 2, 3, 4]
+    b = bank.sample_batch(np.random.default_rng(1))
+    assert b.lq.shape == b.hq.shape == (12, 32, 32, 3)
+    assert np.all((b.hq.astype(int) - b.lq) == 1)  # Ref-FR face, the same crop as the LQ
+    labels = b.labels.reshape(3, 4)
+    assert np.all(labels == labels[:, :1]) and len(set(labels[:, 0])) == 3 and labels.min() >= BANK_LABEL_OFFSET - 1
+    mixed = PhotoBank(tmp_path, crop_size=32, ops_per_batch=5, images_per_op=4, reffr_share=0.5)
+    batches = [mixed.sample_batch(np.random.default_rng(seed)) for seed in range(3)]
+    diffs = {int(d) for b in batches for d in np.unique(b.hq.astype(int) - b.lq)}
+    assert diffs == {1, 2}  # both the Ref-FR and the ground-truth face serve as HQ
+    with pytest.raises(ValueError, match="groups"):
+        PhotoBank(tmp_path, crop_size=32, ops_per_batch=6, images_per_op=4)
+    with pytest.raises(FileNotFoundError, match="photo_bank"):
+        PhotoBank(tmp_path / "none", crop_size=32, ops_per_batch=3, images_per_op=4)
+
+
+def test_training_with_a_photo_bank_resumes_exactly(tmp_path, ffhq):
+    _write_bank(tmp_path / "bank", groups=4, per_group=2, side=56)
+    over = [f"photo_bank={tmp_path / 'bank'}", "photo_bank_prob=0.5"]
+    straight = train_fadex(_cfg(tmp_path / "a", ffhq, "steps=4", *over))
+    train_fadex(_cfg(tmp_path / "b", ffhq, "steps=2", *over))
+    resumed = train_fadex(_cfg(tmp_path / "b", ffhq, "steps=4", *over), resume=True)
+    fa, fb = load_file(straight / "diffusion_pytorch_model.safetensors"), load_file(resumed / "diffusion_pytorch_model.safetensors")
+    for k in fa:
+        torch.testing.assert_close(fa[k], fb[k], rtol=1e-5, atol=1e-6, msg=k)
+    with pytest.raises(ConfigError, match="photo_bank_prob"):
+        _cfg(tmp_path, ffhq, "photo_bank_prob=0.5")  # a probability without a bank
+
+
+def test_photo_bank_is_made_from_train_photos_the_way_the_pipeline_makes_pairs(tmp_path):
+    from safetensors.numpy import load_file as load_np
+
+    from face2scene_core.fadex.photo_bank import CLEAN_LABEL, build_bank
+
+    split = json.loads((REPO / "configs" / "split.json").read_text())
+    n = build_bank(tmp_path, groups=2, images_per_group=2, shard_groups=1, max_photos=20,
+                   family_weights={"clean": 1.0})
+    assert n == 4 and sorted(p.name for p in tmp_path.glob("bank_*")) == ["bank_00000.safetensors", "bank_00001.safetensors"]
+    used = json.loads((tmp_path / "photos.json").read_text())
+    rel = [str(Path(p).relative_to(_datasets())) for p in used["photos"]]
+    assert rel and set(rel) <= set(split["train"])
+    assert not {str(Path(p).resolve()) for p in used["photos"]} & {str(Path(p).resolve()) for p in used["held_for_eval"]}
+    t = load_np(str(tmp_path / "bank_00000.safetensors"))
+    assert list(t["label"]) == [CLEAN_LABEL] * 2
+    for k in range(2):
+        assert t[f"lq_{k}"].shape == t[f"reffr_{k}"].shape == t[f"gt_{k}"].shape and min(t[f"lq_{k}"].shape[:2]) >= 128
+        # a clean photo's GT pair differs only by the align-and-warp round trip
+        assert np.abs(t[f"lq_{k}"].astype(int) - t[f"gt_{k}"]).mean() < 6
+    assert build_bank(tmp_path, groups=2, images_per_group=2, shard_groups=1, max_photos=20) == 4  # complete: kept

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
@@ -83,6 +84,11 @@ class FaDeXTrainConfig:
                                "face2scene_core/weights/reffr_refine)", default="")
     reffr_share: float = _help("fraction of a Ref-FR group made of Ref-FR pairs; the rest are GT pairs of the same "
                                "operator (1.0: Ref-FR pairs only)", default=0.5)
+    photo_bank: str = _help("folder of a photo bank (python -m face2scene_core.fadex.photo_bank): face pairs made the "
+                            "way the pipeline makes them, from whole train photos degraded at native scale", default="")
+    photo_bank_prob: float = _help("probability that a batch comes from photo_bank (its K groups x M pairs; "
+                                   "reffr_share of them with the Ref-FR face as HQ) instead of the crop sampler",
+                                   default=0.0)
     degradation: dict[str, Any] = _help("overrides of DegradationConfig fields (operators: realesrgan), or of "
                                         "PhotoDegradationConfig fields (operators: photo)", default_factory=dict)
     operators: str = _help("operator distribution: 'realesrgan' (Real-ESRGAN x4 second order) or 'photo' (the "
@@ -131,6 +137,7 @@ class FaDeXTrainConfig:
             "reffr_size": self.reffr_size >= 64 and self.reffr_size >= self.crop_size,
             "reffr_max_refs": self.reffr_max_refs >= 1,
             "reffr_share": 0.0 < self.reffr_share <= 1.0,
+            "photo_bank_prob": 0.0 <= self.photo_bank_prob <= 1.0 and (self.photo_bank_prob == 0 or bool(self.photo_bank)),
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
@@ -342,6 +349,14 @@ def train_fadex(cfg: FaDeXTrainConfig, resume: bool = False, *, hq_fn: HQFn | No
         degradation=degradation, hq_fn=hq_fn, vary_noise_seed=cfg.vary_noise_seed,
         shared_content_prob=cfg.shared_content_prob, seed=cfg.seed, **reffr_kwargs,
     )
+    bank = None
+    if cfg.photo_bank_prob > 0:
+        from ..training.data import resolve_path
+        from .photo_bank import PhotoBank
+
+        bank = PhotoBank(resolve_path(cfg.photo_bank), crop_size=cfg.crop_size, ops_per_batch=cfg.ops_per_batch,
+                         images_per_op=cfg.images_per_op, reffr_share=cfg.reffr_share)
+        logger.info("photo bank %s: %d pairs in %d operator groups", cfg.photo_bank, len(bank), len(bank.groups))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         model = FaDeX(**cfg.model_kwargs())
@@ -377,7 +392,12 @@ def train_fadex(cfg: FaDeXTrainConfig, resume: bool = False, *, hq_fn: HQFn | No
     pbar = tqdm(total=cfg.steps, initial=step, desc="FaDeX", dynamic_ncols=True)
     t_last = time.perf_counter()
     while step < cfg.steps:
-        batch = sampler.sample_batch()
+        # the bank's draws depend only on (seed, step), so a resumed run continues the same stream
+        bank_rng = np.random.default_rng([cfg.seed, step])
+        if bank is not None and bank_rng.random() < cfg.photo_bank_prob:
+            batch = bank.sample_batch(bank_rng)
+        else:
+            batch = sampler.sample_batch()
         lq, hq, labels = batch.tensors(device)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
             mo = moco(lq, hq, labels)
