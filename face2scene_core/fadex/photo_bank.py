@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from safetensors.numpy import load_file, save_file
 
+from ..errors import FaceTooSmallError, NoFaceError
 from ..imageio import load_image, write_bytes_atomic
 
 logger = logging.getLogger(__name__)
@@ -116,7 +117,7 @@ def build_bank(out: Path, *, groups: int = 400, images_per_group: int = 4, crop:
             face, _ = pipe.choose_face(p.image, [], "largest", _Timer(), {})
             a = align_face(p.image, face, size=pipe.align_size)
             lq, _ = native_pair(p.image, a, a.image)
-        except Exception as exc:  # noqa: BLE001 - a photo without a usable face is left out, and said so
+        except (NoFaceError, FaceTooSmallError) as exc:  # a photo without a usable face is left out, and said so
             logger.info("left out %s: %s", p.path.name, str(exc).splitlines()[0])
             faces.append(None), aligned.append(None)
             continue
@@ -166,7 +167,11 @@ def count_pairs(folder: Path) -> int:
 
 class PhotoBank:
     """The bank in memory, as training batches of ``K`` groups x ``M`` pairs (random ``crop_size`` crops, the same
-    place in LQ and HQ). ``reffr_share`` of the pairs take the Ref-FR face as HQ, the rest the ground truth."""
+    place in LQ and HQ). ``reffr_share`` of the pairs take the Ref-FR face as HQ, the rest the ground truth.
+
+    Labels are ``BANK_LABEL_OFFSET + group`` (the clean operator: ``BANK_LABEL_OFFSET - 1``), so a group that comes
+    back is a positive of its own keys in the MoCo queue. In a run that mixes the bank with the crop sampler, the
+    clean pairs of the two sources carry different labels and count as negatives of each other (a small share)."""
 
     def __init__(self, folder: str | Path, *, crop_size: int, ops_per_batch: int, images_per_op: int,
                  reffr_share: float = 0.75) -> None:
