@@ -519,7 +519,7 @@ def test_photo_bank_is_made_from_train_photos_the_way_the_pipeline_makes_pairs(t
                    family_weights={"clean": 1.0})
     assert n == 4 and sorted(p.name for p in tmp_path.glob("bank_*")) == ["bank_00000.safetensors", "bank_00001.safetensors"]
     used = json.loads((tmp_path / "photos.json").read_text())
-    rel = [str(Path(p).relative_to(_datasets())) for p in used["photos"]]
+    rel = [str(Path(p).resolve().relative_to(_datasets().resolve())) for p in used["photos"]]
     assert rel and set(rel) <= set(split["train"])
     assert not {str(Path(p).resolve()) for p in used["photos"]} & {str(Path(p).resolve()) for p in used["held_for_eval"]}
     t = load_np(str(tmp_path / "bank_00000.safetensors"))
