@@ -524,6 +524,11 @@ def test_photo_bank_is_made_from_train_photos_the_way_the_pipeline_makes_pairs(t
     assert not {str(Path(p).resolve()) for p in used["photos"]} & {str(Path(p).resolve()) for p in used["held_for_eval"]}
     t = load_np(str(tmp_path / "bank_00000.safetensors"))
     assert list(t["label"]) == [CLEAN_LABEL] * 2
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "bank_00001.safetensors"), "np") as fh:
+        ops = json.loads(fh.metadata()["operators"])
+    assert [(o["group"], o["label"], o["family"]) for o in ops] == [(1, CLEAN_LABEL, "clean")] and ops[0]["params"]
     for k in range(2):
         assert t[f"lq_{k}"].shape == t[f"reffr_{k}"].shape == t[f"gt_{k}"].shape and min(t[f"lq_{k}"].shape[:2]) >= 128
         # a clean photo's GT pair differs only by the align-and-warp round trip

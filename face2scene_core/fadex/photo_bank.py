@@ -14,12 +14,14 @@ train photos that ``face2scene eval-photos --part train`` measures, so that chec
   own noise realisation per photo) applied to ``images_per_group`` different photos: the contrastive loss's
   positives are the pairs of a group, its negatives the other groups;
 * each pair is stored three ways: the degraded face crop ``lq``, the Ref-FR face warped back ``reffr`` (references:
-  the person's other train photos; none for a photo of an unnamed person, then the Ref-FR's refiner works alone)
+  the person's other train photos; none for a photo of an unnamed person: the Ref-FR then works without references, as for a
+  user who gives none)
   and the ground-truth face through the same align-and-warp ``gt`` (what ``eval-photos --fadex-only`` calls the GT
   pair), each a centre crop of at most ``crop`` px (never resized: resizing changes blur and noise).
 
-Shards ``bank_00000.safetensors``, ... of ``shard_groups`` groups each are written atomically; a rerun with the same
-arguments continues after the last whole shard. Nothing is pickled.
+Shards ``bank_00000.safetensors``, ... of ``shard_groups`` groups each are written atomically (their metadata
+``operators``: each group's family and operator parameters as JSON; its noise seed is the group's, each photo got its
+own); a rerun with the same arguments continues after the last whole shard. Nothing is pickled.
 """
 
 from __future__ import annotations
@@ -136,10 +138,11 @@ def build_bank(out: Path, *, groups: int = 400, images_per_group: int = 4, crop:
             continue
         rng = np.random.default_rng([seed, shard])
         arrays: dict[str, np.ndarray] = {}
-        labels, photo_ids, n = [], [], 0
+        labels, photo_ids, ops, n = [], [], [], 0
         for g in range(shard * shard_groups, min(groups, (shard + 1) * shard_groups)):
             family, params = degradation.sample_family(rng)
             label = CLEAN_LABEL if degradation.is_identity(params) else g
+            ops.append({"group": g, "label": label, "family": family, "params": params.to_dict()})
             for i in rng.choice(keep, size=images_per_group, replace=False):
                 p, a = photos[i], aligned[i]
                 refs = [aligned[j].image for j in keep if j != i and p.identity and photos[j].identity == p.identity]
@@ -155,7 +158,7 @@ def build_bank(out: Path, *, groups: int = 400, images_per_group: int = 4, crop:
         arrays["label"] = np.asarray(labels, np.int64)
         arrays["photo"] = np.asarray(photo_ids, np.int64)
         tmp = out / f".bank_{shard:05d}.tmp"
-        save_file(arrays, str(tmp), metadata={"seed": str(seed), "shard": str(shard)})
+        save_file(arrays, str(tmp), metadata={"seed": str(seed), "shard": str(shard), "operators": json.dumps(ops)})
         tmp.rename(out / f"bank_{shard:05d}.safetensors")
         logger.info("shard %d/%d: %d pairs (%.0f s)", shard + 1, n_shards, n, time.time() - t0)
     return count_pairs(out)
