@@ -100,9 +100,9 @@ def identity_photos(part: str = "heldout", *, split_file: str | Path = REPO_ROOT
     return {k: sorted(v) for k, v in sorted(out.items()) if len(v) >= 2}
 
 
-def select_photos(n: int, part: str = "heldout", *, max_pixels: int = 1_000_000, max_refs: int = 3,
-                  min_pixels: int = 250_000) -> list[Photo]:
-    """``n`` photos taken round-robin over identities (deterministic); references = other photos of the person."""
+def select_photo_paths(n: int, part: str = "heldout", *, max_refs: int = 3,
+                       min_pixels: int = 250_000) -> list[tuple[str, Path, list[Path]]]:
+    """``(identity, path, reference paths)`` of the photos :func:`select_photos` loads, without decoding any image."""
     groups = identity_photos(part, min_pixels=min_pixels)
     if not groups:
         raise FileNotFoundError(f"no {part} identity with 2 or more photos under {datasets_root()}; "
@@ -112,12 +112,15 @@ def select_photos(n: int, part: str = "heldout", *, max_pixels: int = 1_000_000,
     while len(order) < sum(len(v) for v in groups.values()):
         order += [(k, v[depth]) for k, v in groups.items() if depth < len(v)]
         depth += 1
-    photos = []
-    for identity, path in order[:n]:
-        others = [p for p in groups[identity] if p != path][:max_refs]
-        photos.append(Photo(path=path, identity=identity, image=fit_pixels(load_image(path), max_pixels),
-                            refs=[fit_pixels(load_image(p), max_pixels) for p in others], ref_paths=others))
-    return photos
+    return [(identity, path, [p for p in groups[identity] if p != path][:max_refs]) for identity, path in order[:n]]
+
+
+def select_photos(n: int, part: str = "heldout", *, max_pixels: int = 1_000_000, max_refs: int = 3,
+                  min_pixels: int = 250_000) -> list[Photo]:
+    """``n`` photos taken round-robin over identities (deterministic); references = other photos of the person."""
+    return [Photo(path=path, identity=identity, image=fit_pixels(load_image(path), max_pixels),
+                  refs=[fit_pixels(load_image(p), max_pixels) for p in others], ref_paths=others)
+            for identity, path, others in select_photo_paths(n, part, max_refs=max_refs, min_pixels=min_pixels)]
 
 
 def _apply(image: np.ndarray, op: GridOperator) -> np.ndarray:

@@ -37,6 +37,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
 from ..errors import FaceTooSmallError, NoFaceError
@@ -98,8 +99,8 @@ def build_bank(out: Path, *, groups: int = 400, images_per_group: int = 4, crop:
     photos only (quick checks)."""
     from ..degradation import apply_degradation
     from ..degradation.families import build_degradation
-    from ..evaluation.photos import select_photos
-    from ..faces.align import align_face, native_pair
+    from ..evaluation.photos import select_photo_paths
+    from ..faces.align import align_face, native_crop_box, native_pair
     from ..imageio import to_float, to_uint8
     from ..pipeline import Face2ScenePipeline, _Timer
     from .data import with_noise_seed
@@ -109,7 +110,7 @@ def build_bank(out: Path, *, groups: int = 400, images_per_group: int = 4, crop:
     done = [i for i in range(n_shards) if (out / f"bank_{i:05d}.safetensors").is_file()]
     if len(done) == n_shards:
         return count_pairs(out)
-    held_for_eval = [p.path for p in select_photos(16, "train")]
+    held_for_eval = [path for _, path, _ in select_photo_paths(16, "train")]
     photos = bank_photos(split_file=split_file, exclude=held_for_eval)[:max_photos]
     pipe = Face2ScenePipeline.from_paths(device="cpu")
     faces, aligned = [], []
@@ -118,12 +119,12 @@ def build_bank(out: Path, *, groups: int = 400, images_per_group: int = 4, crop:
         try:
             face, _ = pipe.choose_face(p.image, [], "largest", _Timer(), {})
             a = align_face(p.image, face, size=pipe.align_size)
-            lq, _ = native_pair(p.image, a, a.image)
         except (NoFaceError, FaceTooSmallError) as exc:  # a photo without a usable face is left out, and said so
             logger.info("left out %s: %s", p.path.name, str(exc).splitlines()[0])
             faces.append(None), aligned.append(None)
             continue
-        ok = min(lq.shape[:2]) >= min_side
+        x0, y0, x1, y1 = native_crop_box(a, p.image.shape)
+        ok = min(x1 - x0, y1 - y0) >= min_side
         faces.append(face if ok else None), aligned.append(a if ok else None)
     keep = [i for i, f in enumerate(faces) if f is not None]
     logger.info("photo bank: %d of %d train photos have a face crop >= %d px (%.0f s)", len(keep), len(photos),
@@ -165,7 +166,12 @@ def build_bank(out: Path, *, groups: int = 400, images_per_group: int = 4, crop:
 
 
 def count_pairs(folder: Path) -> int:
-    return sum(len(load_file(str(f))["label"]) for f in sorted(Path(folder).glob("bank_*.safetensors")))
+    """Pairs in the bank's shards (reads each shard's ``label`` tensor only)."""
+    total = 0
+    for f in sorted(Path(folder).glob("bank_*.safetensors")):
+        with safe_open(str(f), "np") as fh:
+            total += fh.get_slice("label").get_shape()[0]
+    return total
 
 
 class PhotoBank:

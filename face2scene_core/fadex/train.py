@@ -393,8 +393,8 @@ def train_fadex(cfg: FaDeXTrainConfig, resume: bool = False, *, hq_fn: HQFn | No
     t_last = time.perf_counter()
     while step < cfg.steps:
         # the bank's draws depend only on (seed, step), so a resumed run continues the same stream
-        bank_rng = np.random.default_rng([cfg.seed, step])
-        if bank is not None and bank_rng.random() < cfg.photo_bank_prob:
+        bank_rng = np.random.default_rng([cfg.seed, step]) if bank is not None else None
+        if bank_rng is not None and bank_rng.random() < cfg.photo_bank_prob:
             batch = bank.sample_batch(bank_rng)
         else:
             batch = sampler.sample_batch()
