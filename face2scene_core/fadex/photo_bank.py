@@ -48,11 +48,11 @@ logger = logging.getLogger(__name__)
 CLEAN_LABEL = -1
 """Group label of the ``clean`` operator: every clean pair is a positive of every other clean pair."""
 BANK_LABEL_OFFSET = 1 << 40
+"""Bank labels are offset by this in a training batch, so they never collide with the crop sampler's labels."""
 BANK_FAMILY_WEIGHTS = {"clean": 0.14, "jpeg": 0.18, "noise": 0.12, "blur": 0.15, "motion": 0.15, "downup": 0.16,
                        "realesrgan": 0.10}
 """The bank's operator mix: more of the mild families the Ref-FR face hardly changes (clean, JPEG, slight blur and
 shake), where FaDeX has to read the degraded face itself."""
-"""Bank labels are offset by this in a training batch, so they never collide with the crop sampler's labels."""
 
 
 @dataclass
