@@ -6,6 +6,13 @@ import argparse
 from pathlib import Path
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"needs a whole number of cases >= 1, got {text}")
+    return value
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval-photos", help="the native-scale photo benchmark (held-out photos x operator grid)")
     p.add_argument("-o", "--output", required=True, help="output folder (or, with --tune-classic, the JSON file)")
@@ -28,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--partial", action="store_true", help="with --merge: summarise the shards present, naming them")
     p.add_argument("--add-ablation", metavar="ADAPTER", help="add the 'ablation' column with this no-token model to "
                    "the shards in OUTPUT (a run made without --ablation), then --merge")
-    p.add_argument("--add-peer", type=int, metavar="N", help="add the Real-ESRGAN columns to N more cases of the "
+    p.add_argument("--add-peer", type=_positive_int, metavar="N", help="add the Real-ESRGAN columns to N more cases of the "
                    "shards in OUTPUT (spread over families and photos), then --merge")
     p.add_argument("--fadex-only", action="store_true",
                    help="only the FaDeX analysis on the photos (Fig. 3 gap, retrieval across photos, GT and Ref-FR face)")
@@ -36,13 +43,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    from .photos import add_ablation, add_peer, fadex_on_photos, format_table, merge_shards, run_benchmark, tune_classic_on_train
+    from .photos import (add_ablation, add_peer, fadex_on_photos, format_table, merge_shards, run_benchmark,
+                         tune_classic_on_train)
 
     out = Path(args.output)
     if args.add_ablation:
         print(f"ablation column added to {add_ablation(out, args.add_ablation)} cases in {out}; now --merge")
         return 0
-    if args.add_peer:
+    if args.add_peer is not None:
         print(f"Real-ESRGAN columns added to {add_peer(out, args.add_peer)} cases in {out}; now --merge")
         return 0
     if args.tune_classic:
