@@ -20,6 +20,8 @@ def test_peer_cases_cover_every_family_and_spread_over_photos():
     counts = Counter(r["photo"] for r in picked)
     assert len(counts) == 6 and max(counts.values()) == 2
     assert len({(r["photo"], r["op"]) for r in picked}) == 8  # no case twice
+    # two cases of a family with two operators: one of each
+    assert len({r["op"] for r in picked}) == 8
 
 
 def test_peer_cases_are_deterministic_and_never_more_than_asked_or_available():

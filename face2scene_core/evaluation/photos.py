@@ -379,21 +379,25 @@ def add_ablation(out_dir: Path, ablation: str) -> int:
 
 
 def spread_cases(rows: Sequence[dict], n: int) -> list[dict]:
-    """``n`` of ``rows`` spread over the operator families (round robin, families by name) and, within a family,
-    over the photos (the least used photo first; ties: the earlier row). Deterministic."""
+    """``n`` of ``rows`` spread over the operator families (round robin, families by name), within a family over its
+    operators (the least used first), then over the photos (the least used first; ties: the earlier row).
+    Deterministic."""
     by_family: dict[str, list[dict]] = {}
     for row in rows:
         by_family.setdefault(row["family"], []).append(row)
-    used: dict[str, int] = {}
+    used_op: dict[str, int] = {}
+    used_photo: dict[str, int] = {}
     picked: list[dict] = []
     while len(picked) < n and any(by_family.values()):
         for family in sorted(by_family):
             queue = by_family[family]
             if not queue or len(picked) >= n:
                 continue
-            row = min(queue, key=lambda r: used.get(r["photo"], 0))  # min keeps the first of equals
+            # min keeps the first of equals
+            row = min(queue, key=lambda r: (used_op.get(r["op"], 0), used_photo.get(r["photo"], 0)))
             queue.remove(row)
-            used[row["photo"]] = used.get(row["photo"], 0) + 1
+            used_op[row["op"]] = used_op.get(row["op"], 0) + 1
+            used_photo[row["photo"]] = used_photo.get(row["photo"], 0) + 1
             picked.append(row)
     return picked
 
