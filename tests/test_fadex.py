@@ -496,9 +496,24 @@ def test_photo_bank_batches_are_operator_groups_cut_at_one_place(tmp_path):
         PhotoBank(tmp_path / "none", crop_size=32, ops_per_batch=3, images_per_op=4)
 
 
+def test_two_bank_folders_keep_their_operators_apart_and_share_clean(tmp_path):
+    """Group 1 of one bank and group 1 of another are different operators; clean is clean in both."""
+    from face2scene_core.fadex.photo_bank import CLEAN_LABEL, PhotoBank
+
+    _write_bank(tmp_path / "a", groups=3)
+    _write_bank(tmp_path / "b", groups=4)
+    bank = PhotoBank([tmp_path / "a", tmp_path / "b"], crop_size=32, ops_per_batch=3, images_per_op=4)
+    assert len(bank) == 28
+    assert len(bank.groups) == 6  # 2 + 3 operator groups, and one clean group of 8 pairs
+    assert len(bank.groups[CLEAN_LABEL]) == 8
+    with pytest.raises(FileNotFoundError, match="none"):
+        PhotoBank([tmp_path / "a", tmp_path / "none"], crop_size=32, ops_per_batch=3, images_per_op=4)
+
+
 def test_training_with_a_photo_bank_resumes_exactly(tmp_path, ffhq):
     _write_bank(tmp_path / "bank", groups=4, per_group=2, side=56)
-    over = [f"photo_bank={tmp_path / 'bank'}", "photo_bank_prob=0.5"]
+    _write_bank(tmp_path / "bank2", groups=3, per_group=2, side=56)
+    over = [f"photo_bank=[{tmp_path / 'bank'}, {tmp_path / 'bank2'}]", "photo_bank_prob=0.5"]
     straight = train_fadex(_cfg(tmp_path / "a", ffhq, "steps=4", *over))
     train_fadex(_cfg(tmp_path / "b", ffhq, "steps=2", *over))
     resumed = train_fadex(_cfg(tmp_path / "b", ffhq, "steps=4", *over), resume=True)

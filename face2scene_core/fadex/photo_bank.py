@@ -49,6 +49,9 @@ CLEAN_LABEL = -1
 """Group label of the ``clean`` operator: every clean pair is a positive of every other clean pair."""
 BANK_LABEL_OFFSET = 1 << 40
 """Bank labels are offset by this in a training batch, so they never collide with the crop sampler's labels."""
+BANK_FOLDER_STRIDE = 1 << 20
+"""Group labels of the ``b``-th bank folder of a :class:`PhotoBank` are offset by ``b`` times this (groups of two
+folders are different operators)."""
 BANK_FAMILY_WEIGHTS = {"clean": 0.14, "jpeg": 0.18, "noise": 0.12, "blur": 0.15, "motion": 0.15, "downup": 0.16,
                        "realesrgan": 0.10}
 """The bank's operator mix: more of the mild families the Ref-FR face hardly changes (clean, JPEG, slight blur and
@@ -175,36 +178,41 @@ def count_pairs(folder: Path) -> int:
 
 
 class PhotoBank:
-    """The bank in memory, as training batches of ``K`` groups x ``M`` pairs (random ``crop_size`` crops, the same
-    place in LQ and HQ). ``reffr_share`` of the pairs take the Ref-FR face as HQ, the rest the ground truth.
+    """The bank in memory (one folder or several), as training batches of ``K`` groups x ``M`` pairs (random
+    ``crop_size`` crops, the same place in LQ and HQ). ``reffr_share`` of the pairs take the Ref-FR face as HQ, the rest
+    the ground truth. Groups are drawn uniformly over all folders' groups.
 
     Labels are ``BANK_LABEL_OFFSET + group`` (the clean operator: ``BANK_LABEL_OFFSET - 1``), so a group that comes
     back is a positive of its own keys in the MoCo queue. In a run that mixes the bank with the crop sampler, the
     clean pairs of the two sources carry different labels and count as negatives of each other (a small share)."""
 
-    def __init__(self, folder: str | Path, *, crop_size: int, ops_per_batch: int, images_per_op: int,
-                 reffr_share: float = 0.75) -> None:
-        files = sorted(Path(folder).glob("bank_*.safetensors"))
-        if not files:
-            raise FileNotFoundError(f"no bank_*.safetensors in '{folder}': build it first with "
-                                    "`python -m face2scene_core.fadex.photo_bank --out {folder}`")
+    def __init__(self, folder: str | Path | Sequence[str | Path], *, crop_size: int, ops_per_batch: int,
+                 images_per_op: int, reffr_share: float = 0.75) -> None:
+        folders = [folder] if isinstance(folder, (str, Path)) else list(folder)
         self.lq: list[np.ndarray] = []
         self.hq: dict[str, list[np.ndarray]] = {"reffr": [], "gt": []}
         labels = []
-        for f in files:
-            t = load_file(str(f))
-            for k in range(len(t["label"])):
-                if min(t[f"lq_{k}"].shape[:2]) < crop_size:
-                    continue
-                self.lq.append(t[f"lq_{k}"])
-                self.hq["reffr"].append(t[f"reffr_{k}"])
-                self.hq["gt"].append(t[f"gt_{k}"])
-                labels.append(int(t["label"][k]))
+        for b, one in enumerate(folders):
+            files = sorted(Path(one).glob("bank_*.safetensors"))
+            if not files:
+                raise FileNotFoundError(f"no bank_*.safetensors in '{one}': build it first with "
+                                        f"`python -m face2scene_core.fadex.photo_bank --out {one}`")
+            for f in files:
+                t = load_file(str(f))
+                for k in range(len(t["label"])):
+                    if min(t[f"lq_{k}"].shape[:2]) < crop_size:
+                        continue
+                    self.lq.append(t[f"lq_{k}"])
+                    self.hq["reffr"].append(t[f"reffr_{k}"])
+                    self.hq["gt"].append(t[f"gt_{k}"])
+                    label = int(t["label"][k])  # the clean pairs of every folder share one label
+                    labels.append(label if label == CLEAN_LABEL else label + b * BANK_FOLDER_STRIDE)
         self.labels = np.asarray(labels, np.int64)
         self.groups = {int(g): np.flatnonzero(self.labels == g) for g in np.unique(self.labels)}
         self.groups = {g: idx for g, idx in self.groups.items() if len(idx) >= images_per_op}
         if len(self.groups) < ops_per_batch:
-            raise ValueError(f"the bank in '{folder}' has {len(self.groups)} usable groups; a batch needs {ops_per_batch}")
+            raise ValueError(f"the bank in {', '.join(map(str, folders))} has {len(self.groups)} usable groups; "
+                             f"a batch needs {ops_per_batch}")
         self.crop_size, self.k, self.m, self.reffr_share = crop_size, ops_per_batch, images_per_op, reffr_share
 
     def __len__(self) -> int:
@@ -237,11 +245,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--crop", type=int, default=256, help="largest side of the stored centre crops, px (default 256)")
     ap.add_argument("--families", default=json.dumps(BANK_FAMILY_WEIGHTS),
                     help="JSON of relative family weights (default: %(default)s)")
+    ap.add_argument("--min-side", type=int, default=128,
+                    help="smallest side of a photo's native face crop, px (default 128; e.g. 320 for a bank of large "
+                         "faces, as in phone portraits)")
+    ap.add_argument("--max-refs", type=int, default=2, help="references per photo: the person's other photos (default 2)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     n = build_bank(args.out, groups=args.groups, images_per_group=args.images_per_group, crop=args.crop, seed=args.seed,
-                   family_weights=json.loads(args.families))
+                   family_weights=json.loads(args.families), min_side=args.min_side, max_refs=args.max_refs)
     print(f"photo bank: {n} pairs in {args.out}")
     return 0
 

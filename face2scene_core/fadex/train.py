@@ -84,8 +84,9 @@ class FaDeXTrainConfig:
                                "face2scene_core/weights/reffr_refine)", default="")
     reffr_share: float = _help("fraction of a Ref-FR group made of Ref-FR pairs; the rest are GT pairs of the same "
                                "operator (1.0: Ref-FR pairs only)", default=0.5)
-    photo_bank: str = _help("folder of a photo bank (python -m face2scene_core.fadex.photo_bank): face pairs made the "
-                            "way the pipeline makes them, from whole train photos degraded at native scale", default="")
+    photo_bank: str | list[str] = _help("folder of a photo bank (python -m face2scene_core.fadex.photo_bank), or a list "
+                                        "of them: face pairs made the way the pipeline makes them, from whole train "
+                                        "photos degraded at native scale", default="")
     photo_bank_prob: float = _help("probability that a batch comes from photo_bank (its K groups x M pairs; "
                                    "reffr_share of them with the Ref-FR face as HQ) instead of the crop sampler",
                                    default=0.0)
@@ -354,7 +355,8 @@ def train_fadex(cfg: FaDeXTrainConfig, resume: bool = False, *, hq_fn: HQFn | No
         from ..training.data import resolve_path
         from .photo_bank import PhotoBank
 
-        bank = PhotoBank(resolve_path(cfg.photo_bank), crop_size=cfg.crop_size, ops_per_batch=cfg.ops_per_batch,
+        folders = [cfg.photo_bank] if isinstance(cfg.photo_bank, str) else cfg.photo_bank
+        bank = PhotoBank([resolve_path(f) for f in folders], crop_size=cfg.crop_size, ops_per_batch=cfg.ops_per_batch,
                          images_per_op=cfg.images_per_op, reffr_share=cfg.reffr_share)
         logger.info("photo bank %s: %d pairs in %d operator groups", cfg.photo_bank, len(bank), len(bank.groups))
     with torch.random.fork_rng(devices=[]):
