@@ -562,12 +562,20 @@ def fadex_on_photos(*, out_dir: Path, n_photos: int = 16, max_pixels: int = 1_00
     grid = [op for op in benchmark_grid() if ops is None or op.name in ops or op.family in ops]
     emb = {"gt": [], "reffr": []}
     used = []
+    face_psnr: dict[str, list] = {"input": [], "reffr": [], "reffr_vs_input": []}  # (photo, operator), luma dB
     for photo, op_pairs in face_pairs(pipe, select_photos(n_photos, part, max_pixels=max_pixels), grid):
         for key in emb:
             emb[key].append(np.stack([pipe.fadex.encode_pair(*pairs[key]).embedding[0].float().cpu().numpy()
                                       for pairs in op_pairs]))
+        for name, (a, b) in (("input", ("lq", "gt")), ("reffr", ("hq", "gt")), ("reffr_vs_input", ("hq", "lq"))):
+            crops = [{"lq": pairs["reffr"][0], "hq": pairs["reffr"][1], "gt": pairs["gt"][1]} for pairs in op_pairs]
+            face_psnr[name].append([psnr(c[a], c[b]) for c in crops])
         used.append(photo.path.name)
     result: dict = {"photos": used, "part": part, "operators": [o.name for o in grid], "fadex": fadex or "embedded"}
+    if used:  # what the Ref-FR face is to FaDeX: how close to the true face, and how far it moved from the input
+        result["face_psnr_per_operator"] = {
+            name: {o.name: round(float(np.mean(np.asarray(v)[:, q])), 2) for q, o in enumerate(grid)}
+            for name, v in face_psnr.items()}
     for key, arr in emb.items():
         e = np.stack(arr)  # n, p, d
         st = similarity_stats(e)
