@@ -567,9 +567,9 @@ def fadex_on_photos(*, out_dir: Path, n_photos: int = 16, max_pixels: int = 1_00
         for key in emb:
             emb[key].append(np.stack([pipe.fadex.encode_pair(*pairs[key]).embedding[0].float().cpu().numpy()
                                       for pairs in op_pairs]))
-        for name, (a, b) in (("input", ("lq", "gt")), ("reffr", ("hq", "gt")), ("reffr_vs_input", ("hq", "lq"))):
-            crops = [{"lq": pairs["reffr"][0], "hq": pairs["reffr"][1], "gt": pairs["gt"][1]} for pairs in op_pairs]
-            face_psnr[name].append([psnr(c[a], c[b]) for c in crops])
+        (lq, hq), gt = zip(*(pairs["reffr"] for pairs in op_pairs)), [pairs["gt"][1] for pairs in op_pairs]
+        for name, x, y in (("input", lq, gt), ("reffr", hq, gt), ("reffr_vs_input", hq, lq)):
+            face_psnr[name].append([psnr(u, v) for u, v in zip(x, y)])
         used.append(photo.path.name)
     result: dict = {"photos": used, "part": part, "operators": [o.name for o in grid], "fadex": fadex or "embedded"}
     if used:  # what the Ref-FR face is to FaDeX: how close to the true face, and how far it moved from the input

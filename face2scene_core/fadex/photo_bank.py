@@ -246,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--families", default=json.dumps(BANK_FAMILY_WEIGHTS),
                     help="JSON of relative family weights (default: %(default)s)")
     ap.add_argument("--min-side", type=int, default=128,
-                    help="smallest side of a photo's native face crop, px (default 128; e.g. 320 for a bank of large "
+                    help="smallest side of a photo's native face crop, px (default 128; e.g. 256 for a bank of large "
                          "faces, as in phone portraits)")
     ap.add_argument("--max-refs", type=int, default=2, help="references per photo: the person's other photos (default 2)")
     ap.add_argument("--seed", type=int, default=0)
