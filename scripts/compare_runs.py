@@ -12,10 +12,13 @@ import sys
 
 import numpy as np
 
+from face2scene_core.evaluation.stats import paired
 
-def interval(a: np.ndarray) -> str:
-    se = a.std(ddof=1) / np.sqrt(len(a))
-    return f"{a.mean():+.2f} [{a.mean() - 1.96 * se:+.2f}, {a.mean() + 1.96 * se:+.2f}]"
+
+def interval(new, old) -> str:
+    """``new - old`` with the benchmark's own paired 95% t interval."""
+    p = paired(new, old)
+    return f"{p['mean']:+.2f} [{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}]"
 
 
 def main(new_file: str, old_file: str | None = None) -> None:
@@ -48,8 +51,10 @@ def main(new_file: str, old_file: str | None = None) -> None:
     if bad:
         raise SystemExit(f"the two runs degraded {len(bad)} cases differently (e.g. {bad[0]}): not the same cases")
     deg = [(r, o) for r, o in same if r["op"] != "clean"]
-    diff = np.array([r["shipped"]["psnr"] - o["shipped"]["psnr"] for r, o in deg])
-    print(f"new - old on {len(diff)} degraded cases: {interval(diff)} dB, better {(diff > 0).sum()}, worse {(diff < 0).sum()}")
+    new_s, old_s = (np.array([case["shipped"]["psnr"] for case in side]) for side in zip(*deg))
+    diff = new_s - old_s
+    print(f"new - old on {len(diff)} degraded cases: {interval(new_s, old_s)} dB, better {(diff > 0).sum()}, "
+          f"worse {(diff < 0).sum()}")
     print("  per family:", ", ".join(f"{f} {np.mean([r['shipped']['psnr'] - o['shipped']['psnr'] for r, o in deg if r['family'] == f]):+.2f}"
                                      for f in d["families"] if f != "clean"))
     peer = [(r, o) for r, o in deg if "resr_h" in o and "resr_h" not in r]
@@ -59,7 +64,7 @@ def main(new_file: str, old_file: str | None = None) -> None:
             h = np.array([o[col]["psnr"] for _, o in peer])
             print(f"Real-ESRGAN at {name} scale (from OLD) on {len(peer)} degraded cases: {h.mean():.2f} dB, input "
                   f"{np.mean([r['input']['psnr'] for r, _ in peer]):.2f}, new shipped {s.mean():.2f}; new - peer "
-                  f"{interval(s - h)} dB (better {(s > h).sum()} / {len(s)})")
+                  f"{interval(s, h)} dB (better {(s > h).sum()} / {len(s)})")
 
 
 if __name__ == "__main__":
