@@ -457,18 +457,21 @@ def test_eval_fadex_cli_reads_only_the_images_a_glob_matches(tmp_path, ffhq):
 # ----------------------------------------------------------------------------- photo bank
 
 
-def _write_bank(folder: Path, groups: int = 5, per_group: int = 4, side: int = 40) -> None:
-    """A synthetic bank shard: reffr = lq + 1 and gt = lq + 2 (mod 256), so a crop's HQ tells which source it took
-    and whether it was cut at the same place as its LQ."""
+def _write_bank(folder: Path, groups: int = 5, per_group: int = 4, side: int = 40, norefs: bool = False) -> None:
+    """A synthetic bank shard: reffr = lq + 1, gt = lq + 2 and (``norefs``) reffr0 = lq + 3, so a crop's HQ tells which
+    source it took and whether it was cut at the same place as its LQ."""
     from safetensors.numpy import save_file
 
     rng = np.random.default_rng(0)
     arrays, labels = {}, []
     for n in range(groups * per_group):
-        lq = rng.integers(0, 254, size=(side, side, 3), dtype=np.uint8)
+        lq = rng.integers(0, 253, size=(side, side, 3), dtype=np.uint8)
         arrays[f"lq_{n}"], arrays[f"reffr_{n}"], arrays[f"gt_{n}"] = lq, lq + 1, lq + 2
+        if norefs:
+            arrays[f"reffr0_{n}"] = lq + 3
         labels.append(-1 if n // per_group == 0 else n // per_group)
-    arrays[f"lq_{n + 1}"] = arrays[f"reffr_{n + 1}"] = arrays[f"gt_{n + 1}"] = np.zeros((20, 20, 3), np.uint8)
+    for key in ("lq", "reffr", "gt") + (("reffr0",) if norefs else ()):
+        arrays[f"{key}_{n + 1}"] = np.zeros((20, 20, 3), np.uint8)
     arrays["label"] = np.asarray(labels + [99], np.int64)  # a pair too small for the crop: left out
     arrays["photo"] = np.arange(len(labels) + 1, dtype=np.int64)
     folder.mkdir(parents=True, exist_ok=True)
@@ -494,6 +497,24 @@ def test_photo_bank_batches_are_operator_groups_cut_at_one_place(tmp_path):
         PhotoBank(tmp_path, crop_size=32, ops_per_batch=6, images_per_op=4)
     with pytest.raises(FileNotFoundError, match="photo_bank"):
         PhotoBank(tmp_path / "none", crop_size=32, ops_per_batch=3, images_per_op=4)
+
+
+def test_photo_bank_serves_the_ref_fr_face_made_without_references_when_asked(tmp_path):
+    from face2scene_core.fadex.photo_bank import PhotoBank
+
+    _write_bank(tmp_path / "new", norefs=True)
+    _write_bank(tmp_path / "old")  # built before the no-reference face was stored
+    def diffs(bank) -> set[int]:
+        batches = [bank.sample_batch(np.random.default_rng(seed)) for seed in range(3)]
+        return {int(d) for b in batches for d in np.unique(b.hq.astype(int) - b.lq)}
+
+    assert diffs(PhotoBank(tmp_path / "new", crop_size=32, ops_per_batch=3, images_per_op=4, reffr_share=1.0)) == {1}
+    assert diffs(PhotoBank(tmp_path / "new", crop_size=32, ops_per_batch=3, images_per_op=4, reffr_share=1.0,
+                           norefs_share=1.0)) == {3}
+    assert diffs(PhotoBank(tmp_path / "new", crop_size=32, ops_per_batch=5, images_per_op=4, reffr_share=0.7,
+                           norefs_share=0.5)) == {1, 2, 3}
+    assert diffs(PhotoBank(tmp_path / "old", crop_size=32, ops_per_batch=3, images_per_op=4, reffr_share=1.0,
+                           norefs_share=1.0)) == {1}  # falls back to the Ref-FR face with references
 
 
 def test_two_bank_folders_keep_their_operators_apart_and_share_clean(tmp_path):
@@ -545,7 +566,53 @@ def test_photo_bank_is_made_from_train_photos_the_way_the_pipeline_makes_pairs(t
         ops = json.loads(fh.metadata()["operators"])
     assert [(o["group"], o["label"], o["family"]) for o in ops] == [(1, CLEAN_LABEL, "clean")] and ops[0]["params"]
     for k in range(2):
-        assert t[f"lq_{k}"].shape == t[f"reffr_{k}"].shape == t[f"gt_{k}"].shape and min(t[f"lq_{k}"].shape[:2]) >= 128
+        assert (t[f"lq_{k}"].shape == t[f"reffr_{k}"].shape == t[f"reffr0_{k}"].shape == t[f"gt_{k}"].shape
+                and min(t[f"lq_{k}"].shape[:2]) >= 128)
         # a clean photo's GT pair differs only by the align-and-warp round trip
         assert np.abs(t[f"lq_{k}"].astype(int) - t[f"gt_{k}"]).mean() < 6
     assert build_bank(tmp_path, groups=2, images_per_group=2, shard_groups=1, max_photos=20) == 4  # complete: kept
+
+
+# ----------------------------------------------------------------------------- head re-fit
+
+
+def test_retrieval_across_photos_known_answer():
+    from face2scene_core.evaluation.photos import retrieval_across_photos
+
+    e = np.eye(3)[None].repeat(2, axis=0)  # 2 photos x 3 operators, each operator its own direction
+    assert retrieval_across_photos(e) == (1.0, [1.0, 1.0, 1.0])
+    e[1, 2] = e[1, 1]  # photo 1's operator 2 looks like operator 1
+    top1, per_op = retrieval_across_photos(e)
+    assert per_op == [1.0, 1.0, 0.0] and top1 == pytest.approx(4 / 6)  # both operator-2 codes find operator 1
+
+
+def test_head_refit_changes_the_embedding_only_and_learns_the_operators(tmp_path):
+    """Re-fitting the head leaves the feature map (the restorer's input) bit-identical and, on pooled features whose
+    operator signal is there but swamped by a per-photo offset, learns to retrieve the operator across photos."""
+    from face2scene_core.fadex.head import HQ_KINDS, retrieval, train_head
+
+    torch.manual_seed(0)
+    model = FaDeX(channels=(8, 16, 32), blocks_per_stage=(1, 1, 1), embed_dim=16, proj_hidden=32)
+    x = torch.rand(1, 3, 48, 48), torch.rand(1, 3, 48, 48)
+    before = model.eval()(*x)
+    gen = torch.Generator().manual_seed(1)
+    content = torch.zeros(32, 32)
+    content[16:, 16:] = torch.eye(16)  # photo content lives in channels 16-31, the operators in 0-15
+    ops = torch.randn(6, 32, generator=gen) * 0.5
+    ops[:, 16:] = 0
+    photos = torch.randn(40, 32, generator=gen) @ content * 3.0
+    label = torch.arange(6).repeat_interleave(40)  # 6 operators x 40 photos
+    feats = {k: ops[label] + photos[torch.arange(240) % 40] + 0.05 * torch.randn(240, 32, generator=gen)
+             for k in HQ_KINDS}
+    feats["label"] = label
+    check = {k: ops[None] + torch.randn(8, 1, 32, generator=gen) @ content * 3.0 for k in ("gt", "reffr")}
+    start = retrieval(model.head.eval(), check)
+    state, fig = train_head(model, feats, steps=300, seed=0, lr=3e-3, groups_per_batch=6, check=check, eval_every=100)
+    model.head.load_state_dict(state)
+    after = retrieval(model.head.eval(), check)
+    assert after == {k: v for k, v in fig.items() if k != "step"}
+    assert after["gt"] >= 0.95 and after["reffr"] >= 0.95 and start["gt"] < 0.8, (start, after)
+    model.eval()
+    out = model(*x)
+    torch.testing.assert_close(out.features, before.features, rtol=0, atol=0)
+    assert not torch.allclose(out.embedding, before.embedding)

@@ -61,7 +61,7 @@ def _cmd(args: argparse.Namespace) -> int:
     if args.fadex_only:
         res = fadex_on_photos(out_dir=out, n_photos=args.photos, max_pixels=args.max_pixels, fadex=args.fadex, ops=ops,
                               part=args.part)
-        for key in ("gt", "reffr"):
+        for key in ("gt", "reffr", "reffr_norefs"):
             r = res[key]
             print(f"HQ={key}: gap {r['gap']:.3f}, top-1 across photos {r['top1_across_photos']:.1%} "
                   f"(chance {r['chance_across_photos']:.1%}), top-1 any {r['top1_accuracy']:.1%}")

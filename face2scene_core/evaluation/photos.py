@@ -530,8 +530,9 @@ def _figure(path: Path, rows: list) -> None:
 
 @torch.no_grad()
 def face_pairs(pipe, photos: Sequence[Photo], ops: Sequence[GridOperator]):
-    """For each photo (whose face is found): ``(photo, [per operator {"gt": (lq, hq), "reffr": (lq, hq)}])``, the
-    native-scale face pairs FaDeX compares, with the ground-truth face and with the Ref-FR face as HQ."""
+    """For each photo (whose face is found): ``(photo, [per operator {"gt": (lq, hq), "reffr": (lq, hq),
+    "reffr_norefs": (lq, hq)}])``, the native-scale face pairs FaDeX compares, with the ground-truth face, the Ref-FR
+    face (from the photo's references, as the pipeline makes it) and the Ref-FR face made without references as HQ."""
     from ..faces.align import align_face, native_pair
     from ..faces.select import prepare_references
     from ..pipeline import _Timer
@@ -545,22 +546,37 @@ def face_pairs(pipe, photos: Sequence[Photo], ops: Sequence[GridOperator]):
             lq = _apply(photo.image, op)
             lq_aligned = align_face(lq, face, size=pipe.align_size)
             hq = pipe.reffr.restore(lq_aligned.image, [a.image for a in refs_aligned])
+            hq0 = pipe.reffr.restore(lq_aligned.image, []) if refs_aligned else hq
             rows.append({key: native_pair(lq, lq_aligned, face_hq) for key, face_hq in
-                         (("gt", gt_aligned.image), ("reffr", hq))})
+                         (("gt", gt_aligned.image), ("reffr", hq), ("reffr_norefs", hq0))})
         yield photo, rows
+
+
+def retrieval_across_photos(e: np.ndarray) -> tuple[float, list[float]]:
+    """Operator retrieval across photos for unit embeddings ``e (photos, operators, D)``: each code's nearest code
+    among the *other* photos' must be the same operator. Returns (top-1 overall, top-1 per operator)."""
+    n, p, _ = e.shape
+    flat = e.reshape(n * p, -1).astype(np.float64)
+    sim = flat @ flat.T
+    img = np.repeat(np.arange(n), p)
+    op_id = np.tile(np.arange(p), n)
+    sim[img[:, None] == img[None, :]] = -np.inf  # across photos only
+    hit = op_id[sim.argmax(axis=1)] == op_id
+    return float(hit.mean()), [float(hit[op_id == q].mean()) for q in range(p)]
 
 
 def fadex_on_photos(*, out_dir: Path, n_photos: int = 16, max_pixels: int = 1_000_000, fadex: str | None = None,
                     ops: Sequence[str] | None = None, part: str = "heldout") -> dict:
-    """Does FaDeX see the grid on whole photos? Embeds every (photo, operator) native face pair twice, with the
-    ground-truth face and with the Ref-FR face as HQ, and reports the paper's Fig. 3 statistics plus operator
+    """Does FaDeX see the grid on whole photos? Embeds every (photo, operator) native face pair three times, with the
+    ground-truth face, the Ref-FR face (the pipeline's: from the photo's references) and the Ref-FR face made without
+    references as HQ, and reports the paper's Fig. 3 statistics plus operator
     retrieval *across photos* (nearest embedding among the other photos). Writes ``fadex_photos.json``."""
     from .fadex import similarity_stats
     from ..pipeline import Face2ScenePipeline
 
     pipe = Face2ScenePipeline.from_paths(fadex=fadex, device="cpu")
     grid = [op for op in benchmark_grid() if ops is None or op.name in ops or op.family in ops]
-    emb = {"gt": [], "reffr": []}
+    emb = {"gt": [], "reffr": [], "reffr_norefs": []}
     used = []
     face_psnr: dict[str, list] = {"input": [], "reffr": [], "reffr_vs_input": []}  # (photo, operator), luma dB
     for photo, op_pairs in face_pairs(pipe, select_photos(n_photos, part, max_pixels=max_pixels), grid):
@@ -580,17 +596,9 @@ def fadex_on_photos(*, out_dir: Path, n_photos: int = 16, max_pixels: int = 1_00
         e = np.stack(arr)  # n, p, d
         st = similarity_stats(e)
         st.pop("_hist", None)
-        n, p, _ = e.shape
-        flat = e.reshape(n * p, -1).astype(np.float64)
-        sim = flat @ flat.T
-        img = np.repeat(np.arange(n), p)
-        op_id = np.tile(np.arange(p), n)
-        sim[img[:, None] == img[None, :]] = -np.inf  # across photos only
-        nearest = sim.argmax(axis=1)
-        hit = op_id[nearest] == op_id
-        st["top1_across_photos"] = float(hit.mean())
-        st["top1_across_photos_per_operator"] = {o.name: float(hit[op_id == q].mean()) for q, o in enumerate(grid)}
-        st["chance_across_photos"] = 1.0 / p
+        st["top1_across_photos"], per_op = retrieval_across_photos(e)
+        st["top1_across_photos_per_operator"] = {o.name: v for o, v in zip(grid, per_op)}
+        st["chance_across_photos"] = 1.0 / e.shape[1]
         result[key] = st
     if len(emb["gt"]) and len(emb["reffr"]):  # cross: a Ref-FR code's nearest GT code of another photo
         g, r = np.stack(emb["gt"]), np.stack(emb["reffr"])

@@ -13,10 +13,10 @@ train photos that ``face2scene eval-photos --part train`` measures, so that chec
 * each *group* is one random photo operator (:class:`~face2scene_core.degradation.families.PhotoDegradation`, its
   own noise realisation per photo) applied to ``images_per_group`` different photos: the contrastive loss's
   positives are the pairs of a group, its negatives the other groups;
-* each pair is stored three ways: the degraded face crop ``lq``, the Ref-FR face warped back ``reffr`` (references:
+* each pair is stored four ways: the degraded face crop ``lq``, the Ref-FR face warped back ``reffr`` (references:
   the person's other train photos; none for a photo of an unnamed person: the Ref-FR then works without references, as for a
-  user who gives none)
-  and the ground-truth face through the same align-and-warp ``gt`` (what ``eval-photos --fadex-only`` calls the GT
+  user who gives none), the Ref-FR face made without references ``reffr0`` (a user who gives none; the same as
+  ``reffr`` for an unnamed person) and the ground-truth face through the same align-and-warp ``gt`` (what ``eval-photos --fadex-only`` calls the GT
   pair), each a centre crop of at most ``crop`` px (never resized: resizing changes blur and noise).
 
 Shards ``bank_00000.safetensors``, ... of ``shard_groups`` groups each are written atomically (their metadata
@@ -153,9 +153,11 @@ def build_bank(out: Path, *, groups: int = 400, images_per_group: int = 4, crop:
                 lq = to_uint8(apply_degradation(to_float(p.image), with_noise_seed(params, rng)))
                 la = align_face(lq, faces[i], size=pipe.align_size)
                 hq = pipe.reffr.restore(la.image, refs[:max_refs])
+                hq0 = pipe.reffr.restore(la.image, []) if refs else hq
                 lq_c, r_c = native_pair(lq, la, hq)
+                _, r0_c = native_pair(lq, la, hq0)
                 _, g_c = native_pair(lq, la, a.image)
-                for key, arr in (("lq", lq_c), ("reffr", r_c), ("gt", g_c)):
+                for key, arr in (("lq", lq_c), ("reffr", r_c), ("reffr0", r0_c), ("gt", g_c)):
                     arrays[f"{key}_{n}"] = _centre(arr, crop)
                 labels.append(label), photo_ids.append(int(i))
                 n += 1
@@ -180,17 +182,18 @@ def count_pairs(folder: Path) -> int:
 class PhotoBank:
     """The bank in memory (one folder or several), as training batches of ``K`` groups x ``M`` pairs (random
     ``crop_size`` crops, the same place in LQ and HQ). ``reffr_share`` of the pairs take the Ref-FR face as HQ, the rest
-    the ground truth. Groups are drawn uniformly over all folders' groups.
+    the ground truth; ``norefs_share`` of those Ref-FR pairs take the Ref-FR face made without references (banks
+    built before it was stored use the one with references). Groups are drawn uniformly over all folders' groups.
 
     Labels are ``BANK_LABEL_OFFSET + group`` (the clean operator: ``BANK_LABEL_OFFSET - 1``), so a group that comes
     back is a positive of its own keys in the MoCo queue. In a run that mixes the bank with the crop sampler, the
     clean pairs of the two sources carry different labels and count as negatives of each other (a small share)."""
 
     def __init__(self, folder: str | Path | Sequence[str | Path], *, crop_size: int, ops_per_batch: int,
-                 images_per_op: int, reffr_share: float = 0.75) -> None:
+                 images_per_op: int, reffr_share: float = 0.75, norefs_share: float = 0.0) -> None:
         folders = [folder] if isinstance(folder, (str, Path)) else list(folder)
         self.lq: list[np.ndarray] = []
-        self.hq: dict[str, list[np.ndarray]] = {"reffr": [], "gt": []}
+        self.hq: dict[str, list[np.ndarray]] = {"reffr": [], "reffr0": [], "gt": []}
         labels = []
         for b, one in enumerate(folders):
             files = sorted(Path(one).glob("bank_*.safetensors"))
@@ -204,6 +207,7 @@ class PhotoBank:
                         continue
                     self.lq.append(t[f"lq_{k}"])
                     self.hq["reffr"].append(t[f"reffr_{k}"])
+                    self.hq["reffr0"].append(t.get(f"reffr0_{k}", t[f"reffr_{k}"]))
                     self.hq["gt"].append(t[f"gt_{k}"])
                     label = int(t["label"][k])  # the clean pairs of every folder share one label
                     labels.append(label if label == CLEAN_LABEL else label + b * BANK_FOLDER_STRIDE)
@@ -214,6 +218,7 @@ class PhotoBank:
             raise ValueError(f"the bank in {', '.join(map(str, folders))} has {len(self.groups)} usable groups; "
                              f"a batch needs {ops_per_batch}")
         self.crop_size, self.k, self.m, self.reffr_share = crop_size, ops_per_batch, images_per_op, reffr_share
+        self.norefs_share = norefs_share
 
     def __len__(self) -> int:
         return len(self.lq)
@@ -230,6 +235,8 @@ class PhotoBank:
                 h, w = self.lq[j].shape[:2]
                 top, left = int(rng.integers(h - s + 1)), int(rng.integers(w - s + 1))
                 src = "reffr" if rng.random() < self.reffr_share else "gt"
+                if src == "reffr" and self.norefs_share > 0 and rng.random() < self.norefs_share:
+                    src = "reffr0"
                 lq.append(self.lq[j][top:top + s, left:left + s])
                 hq.append(self.hq[src][j][top:top + s, left:left + s])
                 labels.append(BANK_LABEL_OFFSET + int(g)), index.append(int(j))

@@ -84,6 +84,9 @@ class FaDeXTrainConfig:
                                "face2scene_core/weights/reffr_refine)", default="")
     reffr_share: float = _help("fraction of a Ref-FR group made of Ref-FR pairs; the rest are GT pairs of the same "
                                "operator (1.0: Ref-FR pairs only)", default=0.5)
+    bank_norefs_share: float = _help("of the photo bank's Ref-FR pairs, the fraction whose Ref-FR face was made "
+                                     "without references (the same operator and photo; a bank built before that face "
+                                     "was stored gives the one with references)", default=0.0)
     photo_bank: str | list[str] = _help("folder of a photo bank (python -m face2scene_core.fadex.photo_bank), or a list "
                                         "of them: face pairs made the way the pipeline makes them, from whole train "
                                         "photos degraded at native scale", default="")
@@ -138,6 +141,7 @@ class FaDeXTrainConfig:
             "reffr_size": self.reffr_size >= 64 and self.reffr_size >= self.crop_size,
             "reffr_max_refs": self.reffr_max_refs >= 1,
             "reffr_share": 0.0 < self.reffr_share <= 1.0,
+            "bank_norefs_share": 0.0 <= self.bank_norefs_share <= 1.0,
             "photo_bank_prob": 0.0 <= self.photo_bank_prob <= 1.0 and (self.photo_bank_prob == 0 or bool(self.photo_bank)),
         }
         bad = [k for k, ok in checks.items() if not ok]
@@ -357,7 +361,8 @@ def train_fadex(cfg: FaDeXTrainConfig, resume: bool = False, *, hq_fn: HQFn | No
 
         folders = [cfg.photo_bank] if isinstance(cfg.photo_bank, str) else cfg.photo_bank
         bank = PhotoBank([resolve_path(f) for f in folders], crop_size=cfg.crop_size, ops_per_batch=cfg.ops_per_batch,
-                         images_per_op=cfg.images_per_op, reffr_share=cfg.reffr_share)
+                         images_per_op=cfg.images_per_op, reffr_share=cfg.reffr_share,
+                         norefs_share=cfg.bank_norefs_share)
         logger.info("photo bank %s: %d pairs in %d operator groups", cfg.photo_bank, len(bank), len(bank.groups))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)

@@ -1,0 +1,249 @@
+"""Re-fit FaDeX's embedding head on native-scale photo pairs, the encoder left as it is.
+
+    python -m face2scene_core.fadex.head --fadex face2scene_core/weights/fadex \\
+        --bank runs/fadex_bank3 runs/fadex_bank3_big --out runs/fadex_head [--steps 3000] [--seed 0]
+
+FaDeX has two outputs: the feature map, which MapNet turns into the restorer's tokens, and the embedding
+(``head(mean-pooled features)``), which reads the degradation out (operator retrieval, the Fig. 3 gap, the estimate
+head, the report). This tool trains the head only, on the photo bank's pairs (:mod:`.photo_bank`: whole train photos
+degraded at native scale, faces paired the way the pipeline pairs them), so:
+
+* the feature map is the same to the bit: the restorer, its tokens and every restored photo stay as they were (no
+  restorer retraining); only the embedding, and what reads it, changes;
+* the head sees each pair's whole stored face crop pooled (not 128 px crops as in the contrastive run), as the
+  pipeline pools a native face crop, and three kinds of HQ face: the ground truth, the Ref-FR face from the person's
+  references (the pipeline's) and the Ref-FR face made without references, so that the code of an operator is
+  the same whichever face the photo got.
+
+The pooled features are computed once per pair and kind (cached in ``OUT/bank_features.safetensors``, keyed by the
+encoder's id); the head then trains in seconds with the multi-positive InfoNCE loss (positives: the pairs of the same
+operator group; the clean pairs of every folder share one group). ``--check-part train`` measures operator
+retrieval across the 16 train photos that ``face2scene eval-photos --part train`` uses (never in the bank) after every
+``--eval-every`` steps, from cached pooled features of those photos' pairs (``OUT/check_features_train.safetensors``):
+the same figure as ``face2scene eval-photos --fadex-only --part train``. The head with the best mean of the GT and
+Ref-FR retrieval on those train photos is saved to ``OUT/final`` (a whole FaDeX folder, ``save_pretrained``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from ..imageio import write_bytes_atomic
+from .moco import multi_positive_info_nce
+
+logger = logging.getLogger(__name__)
+
+HQ_KINDS = ("gt", "reffr", "reffr0")
+"""The HQ faces of a bank pair: ground truth, Ref-FR from references, Ref-FR without references."""
+CHECK_KINDS = {"gt": "gt", "reffr": "reffr", "reffr_norefs": "reffr0"}
+"""``eval-photos --fadex-only`` key -> HQ kind."""
+
+
+@torch.no_grad()
+def pooled_features(fadex, lq: Sequence[np.ndarray], hq: Sequence[np.ndarray], max_side: int = 512) -> torch.Tensor:
+    """Mean-pooled encoder features ``(N, C)`` of uint8 face pairs, each centre-cropped to ``max_side`` like
+    :meth:`FaDeX.encode_pair` (pairs of one shape run as one batch)."""
+    fadex.eval()
+    out = torch.empty(len(lq), fadex.feature_channels)
+    by_shape: dict[tuple, list[int]] = {}
+    for i, a in enumerate(lq):
+        by_shape.setdefault(a.shape, []).append(i)
+    for shape, idx in by_shape.items():
+        h, w = shape[:2]
+        top, left = max(0, (h - max_side) // 2), max(0, (w - max_side) // 2)
+        box = (slice(top, top + min(h, max_side)), slice(left, left + min(w, max_side)))
+        for s in range(0, len(idx), 16):
+            part = idx[s:s + 16]
+            t = [torch.from_numpy(np.stack([arr[i][box] for i in part])).permute(0, 3, 1, 2).float() / 255.0
+                 for arr in (lq, hq)]
+            x = torch.cat(t, dim=1) * 2.0 - 1.0
+            out[part] = fadex.encoder(x).mean(dim=(2, 3)).float()
+    return out
+
+
+def bank_features(fadex, folders: Sequence[str | Path], cache: Path) -> dict[str, torch.Tensor]:
+    """``{"gt"|"reffr"|"reffr0": (N, C) pooled features, "label": (N,)}`` of every pair of the bank folders (labels as
+    :class:`~.photo_bank.PhotoBank` gives them); cached in ``cache`` for this encoder."""
+    from ..codes import module_id
+    from .photo_bank import BANK_FOLDER_STRIDE, CLEAN_LABEL
+
+    key = json.dumps({"encoder": module_id(fadex.encoder), "folders": [str(f) for f in folders]})
+    if cache.is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(cache), "pt") as fh:
+            if fh.metadata().get("key") == key:
+                return load_file(str(cache))
+    feats: dict[str, list[torch.Tensor]] = {k: [] for k in HQ_KINDS}
+    labels = []
+    t0 = time.time()
+    for b, folder in enumerate(folders):
+        files = sorted(Path(folder).glob("bank_*.safetensors"))
+        if not files:
+            raise FileNotFoundError(f"no bank_*.safetensors in '{folder}': build it first with "
+                                    f"`python -m face2scene_core.fadex.photo_bank --out {folder}`")
+        for f in files:
+            from safetensors.numpy import load_file as load_np
+
+            t = load_np(str(f))
+            n = len(t["label"])
+            lq = [t[f"lq_{k}"] for k in range(n)]
+            for kind in HQ_KINDS:
+                hq = [t.get(f"{kind}_{k}", t[f"reffr_{k}"]) for k in range(n)]
+                feats[kind].append(pooled_features(fadex, lq, hq))
+            labels += [int(v) if v == CLEAN_LABEL else int(v) + b * BANK_FOLDER_STRIDE for v in t["label"]]
+            logger.info("pooled features of %s (%d pairs, %.0f s)", f, n, time.time() - t0)
+    out = {k: torch.cat(v) for k, v in feats.items()}
+    out["label"] = torch.tensor(labels, dtype=torch.long)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp")
+    save_file(out, str(tmp), metadata={"key": key})
+    tmp.rename(cache)
+    return out
+
+
+def check_features(pipe, part: str, n_photos: int, cache: Path) -> dict[str, torch.Tensor]:
+    """Pooled features ``(photos, operators, C)`` per ``eval-photos --fadex-only`` key, of the benchmark grid on the
+    ``part`` split's first ``n_photos`` photos (:func:`~..evaluation.photos.face_pairs`); cached in ``cache``."""
+    from ..codes import module_id
+    from ..evaluation.photos import benchmark_grid, face_pairs, select_photos
+
+    grid = benchmark_grid()
+    key = json.dumps({"encoder": module_id(pipe.fadex.encoder), "part": part, "photos": n_photos,
+                      "operators": [o.name for o in grid]})
+    if cache.is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(cache), "pt") as fh:
+            if fh.metadata().get("key") == key:
+                return load_file(str(cache))
+    out: dict[str, list[torch.Tensor]] = {k: [] for k in CHECK_KINDS}
+    for _, rows in face_pairs(pipe, select_photos(n_photos, part), grid):
+        for k in CHECK_KINDS:
+            out[k].append(pooled_features(pipe.fadex, [r[k][0] for r in rows], [r[k][1] for r in rows]))
+    res = {k: torch.stack(v) for k, v in out.items()}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp")
+    save_file(res, str(tmp), metadata={"key": key})
+    tmp.rename(cache)
+    return res
+
+
+def retrieval(head: torch.nn.Module, check: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Operator retrieval across photos (top-1) per key, with ``head`` on the cached pooled features."""
+    from ..evaluation.photos import retrieval_across_photos
+
+    with torch.no_grad():
+        return {k: retrieval_across_photos(F.normalize(head(v.flatten(0, 1)), dim=1).view(*v.shape[:2], -1).numpy())[0]
+                for k, v in check.items()}
+
+
+def train_head(fadex, feats: dict[str, torch.Tensor], *, steps: int, seed: int, lr: float = 3e-4,
+               temperature: float = 0.2, groups_per_batch: int = 32, pairs_per_group: int = 4,
+               kind_probs: Sequence[float] = (0.3, 0.45, 0.25), check: dict[str, torch.Tensor] | None = None,
+               eval_every: int = 250, log_file: Path | None = None) -> tuple[dict, dict]:
+    """Train ``fadex.head`` in place; returns (the chosen head's state dict, its check figures). The head kept is the
+    one with the best mean GT / Ref-FR retrieval on ``check`` (the last one without ``check``)."""
+    rng = np.random.default_rng(seed)
+    head = fadex.head
+    for p in fadex.encoder.parameters():
+        p.requires_grad_(False)
+    head.train()
+    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=1e-4)
+    labels = feats["label"].numpy()
+    groups = {int(v): np.flatnonzero(labels == v) for v in np.unique(labels)}
+    groups = {k: v for k, v in groups.items() if len(v) >= pairs_per_group}
+    keys = np.asarray(sorted(groups))
+    stack = torch.stack([feats[k] for k in HQ_KINDS], dim=1)  # n, kinds, c
+    best, best_state, best_fig = -1.0, None, {}
+    history = []
+
+    def evaluate(step: int) -> None:
+        nonlocal best, best_state, best_fig
+        head.eval()
+        fig = retrieval(head, check) if check is not None else {}
+        head.train()
+        score = (fig.get("gt", 0) + fig.get("reffr", 0)) / 2 if check is not None else step
+        history.append({"step": step, **fig})
+        if log_file is not None:
+            with open(log_file, "a") as fh:
+                fh.write(json.dumps({"step": step, "check": fig}) + "\n")
+        if score > best:
+            best, best_fig = score, {"step": step, **fig}
+            best_state = {k: v.detach().clone() for k, v in head.state_dict().items()}
+
+    evaluate(0)
+    for step in range(1, steps + 1):
+        chosen = rng.choice(keys, size=groups_per_batch, replace=False)
+        idx = np.concatenate([rng.choice(groups[int(c)], size=pairs_per_group, replace=False) for c in chosen])
+        kind = torch.from_numpy(rng.choice(len(HQ_KINDS), size=len(idx), p=np.asarray(kind_probs) / sum(kind_probs)))
+        x = stack[torch.from_numpy(idx), kind]  # b, c
+        lab = torch.from_numpy(np.repeat(chosen, pairs_per_group))
+        z = F.normalize(head(x), dim=1)
+        logits = z @ z.T / temperature
+        eye = torch.eye(len(idx), dtype=torch.bool)
+        loss = multi_positive_info_nce(logits, (lab[:, None] == lab[None, :]) & ~eye, ~eye)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if log_file is not None and step % 50 == 0:
+            with open(log_file, "a") as fh:
+                fh.write(json.dumps({"step": step, "loss": round(float(loss), 5)}) + "\n")
+        if step % eval_every == 0 or step == steps:
+            evaluate(step)
+    return best_state, best_fig
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m face2scene_core.fadex.head", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--fadex", default="face2scene_core/weights/fadex", help="FaDeX folder whose head is re-fitted")
+    ap.add_argument("--bank", nargs="+", required=True, help="photo bank folder(s)")
+    ap.add_argument("--out", required=True, type=Path, help="output folder (final/ is the FaDeX with the new head)")
+    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--temperature", type=float, default=0.2)
+    ap.add_argument("--kind-probs", default="0.3,0.45,0.25",
+                    help="sampling weights of the HQ kinds gt, reffr (references), reffr0 (none) (default %(default)s)")
+    ap.add_argument("--check-part", default="train", choices=["train", "none"],
+                    help="photos whose retrieval chooses the head ('train': the 16 train-check photos; never held-out)")
+    ap.add_argument("--eval-every", type=int, default=250)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    from ..pipeline import Face2ScenePipeline
+
+    pipe = Face2ScenePipeline.from_paths(fadex=args.fadex, device="cpu")
+    fadex = pipe.fadex.float().cpu()
+    t0 = time.time()
+    feats = bank_features(fadex, args.bank, args.out / "bank_features.safetensors")
+    check = (check_features(pipe, args.check_part, 16, args.out / f"check_features_{args.check_part}.safetensors")
+             if args.check_part != "none" else None)
+    logger.info("features ready (%.0f s): %d bank pairs", time.time() - t0, len(feats["label"]))
+    torch.manual_seed(args.seed)
+    log_file = args.out / "metrics.jsonl"
+    log_file.unlink(missing_ok=True)
+    state, fig = train_head(fadex, feats, steps=args.steps, seed=args.seed, lr=args.lr, temperature=args.temperature,
+                            kind_probs=[float(v) for v in args.kind_probs.split(",")], check=check,
+                            eval_every=args.eval_every, log_file=log_file)
+    fadex.head.load_state_dict(state)
+    fadex.eval().save_pretrained(args.out / "final", safe_serialization=True)
+    write_bytes_atomic(args.out / "head_fit.json", json.dumps(
+        {"chosen": fig, "args": {k: str(v) for k, v in vars(args).items()}, "seconds": round(time.time() - t0)},
+        indent=1).encode())
+    print(f"head chosen at step {fig.get('step')}: " + ", ".join(f"{k} {v:.1%}" for k, v in fig.items() if k != "step")
+          + f" -> {args.out / 'final'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
