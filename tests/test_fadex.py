@@ -607,7 +607,8 @@ def test_head_refit_changes_the_embedding_only_and_learns_the_operators(tmp_path
     feats["label"] = label
     check = {k: ops[None] + torch.randn(8, 1, 32, generator=gen) @ content * 3.0 for k in ("gt", "reffr")}
     start = retrieval(model.head.eval(), check)
-    state, fig = train_head(model, feats, steps=300, seed=0, lr=3e-3, groups_per_batch=6, check=check, eval_every=100)
+    state, fig = train_head(model, feats, steps=300, seed=0, lr=3e-3, groups_per_batch=6, check=check, eval_every=100,
+                            keep="best")
     model.head.load_state_dict(state)
     after = retrieval(model.head.eval(), check)
     assert after == {k: v for k, v in fig.items() if k != "step"}
@@ -616,3 +617,28 @@ def test_head_refit_changes_the_embedding_only_and_learns_the_operators(tmp_path
     out = model(*x)
     torch.testing.assert_close(out.features, before.features, rtol=0, atol=0)
     assert not torch.allclose(out.embedding, before.embedding)
+
+
+def test_bank_features_pool_each_hq_kind_and_are_cached_per_encoder(tmp_path, monkeypatch):
+    from face2scene_core.fadex import head as head_mod
+
+    _write_bank(tmp_path / "new", groups=3, norefs=True)
+    _write_bank(tmp_path / "old", groups=2)
+    torch.manual_seed(0)
+    model = FaDeX(channels=(8, 16, 32), blocks_per_stage=(1, 1, 1), embed_dim=16, proj_hidden=32).eval()
+    feats = head_mod.bank_features(model, [tmp_path / "new", tmp_path / "old"], tmp_path / "f.safetensors")
+    assert feats["gt"].shape == feats["reffr"].shape == feats["reffr0"].shape == (22, 32)  # (12 + 1) + (8 + 1) pairs
+    assert feats["label"].tolist()[:13] == [-1] * 4 + [1] * 4 + [2] * 4 + [99]
+    assert not torch.allclose(feats["reffr0"][:12], feats["reffr"][:12])  # the bank's own no-reference face
+    torch.testing.assert_close(feats["reffr0"][13:], feats["reffr"][13:])  # an older bank: the Ref-FR face stands in
+    t = load_file(str(tmp_path / "new" / "bank_00000.safetensors"))
+    one = model(t["lq_0"].permute(2, 0, 1)[None].float() / 255,
+                t["gt_0"].permute(2, 0, 1)[None].float() / 255).features.mean(dim=(2, 3))[0]
+    torch.testing.assert_close(feats["gt"][0], one, rtol=1e-4, atol=1e-5)  # the whole stored crop, mean-pooled
+    monkeypatch.setattr(head_mod, "_bank_features", lambda *a: pytest.fail("recomputed despite the cache"))
+    again = head_mod.bank_features(model, [tmp_path / "new", tmp_path / "old"], tmp_path / "f.safetensors")
+    torch.testing.assert_close(again["reffr"], feats["reffr"])
+    with torch.no_grad():
+        model.encoder[0][0].weight.add_(0.1)  # another encoder: the cache does not apply
+    with pytest.raises(pytest.fail.Exception, match="recomputed"):
+        head_mod.bank_features(model, [tmp_path / "new", tmp_path / "old"], tmp_path / "f.safetensors")

@@ -354,7 +354,8 @@ def accuracy(estimates: Sequence[dict], labels: Sequence[dict]) -> dict:
 
 
 def evaluate(weights: str | Path, out: Path, *, n_photos: int = 16, fadex: str | None = None) -> dict:
-    """Held-out photos x the single-stage grid operators: accuracy with the GT face and with the Ref-FR face."""
+    """Held-out photos x the single-stage grid operators: accuracy with the GT face, the Ref-FR face and the Ref-FR
+    face made without references."""
     from ..degradation.families import benchmark_grid
     from ..evaluation.photos import face_pairs, select_photos
     from ..imageio import write_bytes_atomic
@@ -368,7 +369,7 @@ def evaluate(weights: str | Path, out: Path, *, n_photos: int = 16, fadex: str |
             grid.append((op, labels_of(op.params)))
         except ValueError:
             pass
-    rows = {"gt": ([], []), "reffr": ([], [])}
+    rows = {"gt": ([], []), "reffr": ([], []), "reffr_norefs": ([], [])}
     for photo, op_pairs in face_pairs(pipe, select_photos(n_photos), [op for op, _ in grid]):
         for (op, lb), pairs in zip(grid, op_pairs):
             for key, (a, b) in pairs.items():

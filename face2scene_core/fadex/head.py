@@ -1,7 +1,7 @@
 """Re-fit FaDeX's embedding head on native-scale photo pairs, the encoder left as it is.
 
     python -m face2scene_core.fadex.head --fadex face2scene_core/weights/fadex \\
-        --bank runs/fadex_bank3 runs/fadex_bank3_big --out runs/fadex_head [--steps 3000] [--seed 0]
+        --bank runs/fadex_bank3 runs/fadex_bank3_big --out runs/fadex_head [--steps 2000] [--seed 0]
 
 FaDeX has two outputs: the feature map, which MapNet turns into the restorer's tokens, and the embedding
 (``head(mean-pooled features)``), which reads the degradation out (operator retrieval, the Fig. 3 gap, the estimate
@@ -20,8 +20,9 @@ encoder's id); the head then trains in seconds with the multi-positive InfoNCE l
 operator group; the clean pairs of every folder share one group). ``--check-part train`` measures operator
 retrieval across the 16 train photos that ``face2scene eval-photos --part train`` uses (never in the bank) after every
 ``--eval-every`` steps, from cached pooled features of those photos' pairs (``OUT/check_features_train.safetensors``):
-the same figure as ``face2scene eval-photos --fadex-only --part train``. The head with the best mean of the GT and
-Ref-FR retrieval on those train photos is saved to ``OUT/final`` (a whole FaDeX folder, ``save_pretrained``).
+the same figure as ``face2scene eval-photos --fadex-only --part train`` (``OUT/metrics.jsonl``). The head after the last
+step (``--keep best``: the best on those train photos) is saved to ``OUT/final`` (a whole FaDeX folder,
+``save_pretrained``).
 """
 
 from __future__ import annotations
@@ -45,8 +46,8 @@ logger = logging.getLogger(__name__)
 
 HQ_KINDS = ("gt", "reffr", "reffr0")
 """The HQ faces of a bank pair: ground truth, Ref-FR from references, Ref-FR without references."""
-CHECK_KINDS = {"gt": "gt", "reffr": "reffr", "reffr_norefs": "reffr0"}
-"""``eval-photos --fadex-only`` key -> HQ kind."""
+CHECK_KINDS = ("gt", "reffr", "reffr_norefs")
+"""The keys of ``eval-photos --fadex-only``: GT face, Ref-FR face from references, Ref-FR face without."""
 
 
 @torch.no_grad()
@@ -75,15 +76,16 @@ def bank_features(fadex, folders: Sequence[str | Path], cache: Path) -> dict[str
     """``{"gt"|"reffr"|"reffr0": (N, C) pooled features, "label": (N,)}`` of every pair of the bank folders (labels as
     :class:`~.photo_bank.PhotoBank` gives them); cached in ``cache`` for this encoder."""
     from ..codes import module_id
-    from .photo_bank import BANK_FOLDER_STRIDE, CLEAN_LABEL
 
     key = json.dumps({"encoder": module_id(fadex.encoder), "folders": [str(f) for f in folders]})
-    if cache.is_file():
-        from safetensors import safe_open
+    return _cached(cache, key, lambda: _bank_features(fadex, folders))
 
-        with safe_open(str(cache), "pt") as fh:
-            if fh.metadata().get("key") == key:
-                return load_file(str(cache))
+
+def _bank_features(fadex, folders: Sequence[str | Path]) -> dict[str, torch.Tensor]:
+    from safetensors.numpy import load_file as load_np
+
+    from .photo_bank import BANK_FOLDER_STRIDE, CLEAN_LABEL
+
     feats: dict[str, list[torch.Tensor]] = {k: [] for k in HQ_KINDS}
     labels = []
     t0 = time.time()
@@ -93,8 +95,6 @@ def bank_features(fadex, folders: Sequence[str | Path], cache: Path) -> dict[str
             raise FileNotFoundError(f"no bank_*.safetensors in '{folder}': build it first with "
                                     f"`python -m face2scene_core.fadex.photo_bank --out {folder}`")
         for f in files:
-            from safetensors.numpy import load_file as load_np
-
             t = load_np(str(f))
             n = len(t["label"])
             lq = [t[f"lq_{k}"] for k in range(n)]
@@ -105,6 +105,18 @@ def bank_features(fadex, folders: Sequence[str | Path], cache: Path) -> dict[str
             logger.info("pooled features of %s (%d pairs, %.0f s)", f, n, time.time() - t0)
     out = {k: torch.cat(v) for k, v in feats.items()}
     out["label"] = torch.tensor(labels, dtype=torch.long)
+    return out
+
+
+def _cached(cache: Path, key: str, compute) -> dict[str, torch.Tensor]:
+    """The tensors in ``cache`` if it was written for ``key``; else ``compute()``'s, written there atomically."""
+    if cache.is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(cache), "pt") as fh:
+            if (fh.metadata() or {}).get("key") == key:
+                return load_file(str(cache))
+    out = compute()
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(".tmp")
     save_file(out, str(tmp), metadata={"key": key})
@@ -121,22 +133,15 @@ def check_features(pipe, part: str, n_photos: int, cache: Path) -> dict[str, tor
     grid = benchmark_grid()
     key = json.dumps({"encoder": module_id(pipe.fadex.encoder), "part": part, "photos": n_photos,
                       "operators": [o.name for o in grid]})
-    if cache.is_file():
-        from safetensors import safe_open
 
-        with safe_open(str(cache), "pt") as fh:
-            if fh.metadata().get("key") == key:
-                return load_file(str(cache))
-    out: dict[str, list[torch.Tensor]] = {k: [] for k in CHECK_KINDS}
-    for _, rows in face_pairs(pipe, select_photos(n_photos, part), grid):
-        for k in CHECK_KINDS:
-            out[k].append(pooled_features(pipe.fadex, [r[k][0] for r in rows], [r[k][1] for r in rows]))
-    res = {k: torch.stack(v) for k, v in out.items()}
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp")
-    save_file(res, str(tmp), metadata={"key": key})
-    tmp.rename(cache)
-    return res
+    def compute() -> dict[str, torch.Tensor]:
+        out: dict[str, list[torch.Tensor]] = {k: [] for k in CHECK_KINDS}
+        for _, rows in face_pairs(pipe, select_photos(n_photos, part), grid):
+            for k in CHECK_KINDS:
+                out[k].append(pooled_features(pipe.fadex, [r[k][0] for r in rows], [r[k][1] for r in rows]))
+        return {k: torch.stack(v) for k, v in out.items()}
+
+    return _cached(cache, key, compute)
 
 
 def retrieval(head: torch.nn.Module, check: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -148,16 +153,21 @@ def retrieval(head: torch.nn.Module, check: dict[str, torch.Tensor]) -> dict[str
                 for k, v in check.items()}
 
 
-def train_head(fadex, feats: dict[str, torch.Tensor], *, steps: int, seed: int, lr: float = 3e-4,
-               temperature: float = 0.2, groups_per_batch: int = 32, pairs_per_group: int = 4,
+def train_head(fadex, feats: dict[str, torch.Tensor], *, steps: int, seed: int, lr: float = 1e-4,
+               temperature: float = 0.1, groups_per_batch: int = 32, pairs_per_group: int = 4,
                kind_probs: Sequence[float] = (0.3, 0.45, 0.25), check: dict[str, torch.Tensor] | None = None,
-               eval_every: int = 250, log_file: Path | None = None) -> tuple[dict, dict]:
-    """Train ``fadex.head`` in place; returns (the chosen head's state dict, its check figures). The head kept is the
-    one with the best mean GT / Ref-FR retrieval on ``check`` (the last one without ``check``)."""
+               eval_every: int = 250, log_file: Path | None = None, keep: str = "last") -> tuple[dict, dict]:
+    """Train ``fadex.head`` in place; returns (the kept head's state dict, its check figures). ``keep="last"``: the
+    head after the last step; ``"best"``: the one with the best mean GT / Ref-FR retrieval on ``check`` (a choice made
+    on those photos: never pass held-out ones)."""
+    if keep not in ("last", "best") or (keep == "best" and check is None):
+        raise ValueError(f"keep must be 'last', or 'best' with check features; got {keep!r}")
     rng = np.random.default_rng(seed)
     head = fadex.head
     for p in fadex.encoder.parameters():
         p.requires_grad_(False)
+    for p in head.parameters():  # a FaDeX loaded frozen (the pipeline's) has its head frozen too
+        p.requires_grad_(True)
     head.train()
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=1e-4)
     labels = feats["label"].numpy()
@@ -173,7 +183,7 @@ def train_head(fadex, feats: dict[str, torch.Tensor], *, steps: int, seed: int, 
         head.eval()
         fig = retrieval(head, check) if check is not None else {}
         head.train()
-        score = (fig.get("gt", 0) + fig.get("reffr", 0)) / 2 if check is not None else step
+        score = (fig.get("gt", 0) + fig.get("reffr", 0)) / 2 if keep == "best" else step
         history.append({"step": step, **fig})
         if log_file is not None:
             with open(log_file, "a") as fh:
@@ -198,7 +208,7 @@ def train_head(fadex, feats: dict[str, torch.Tensor], *, steps: int, seed: int, 
         opt.step()
         if log_file is not None and step % 50 == 0:
             with open(log_file, "a") as fh:
-                fh.write(json.dumps({"step": step, "loss": round(float(loss), 5)}) + "\n")
+                fh.write(json.dumps({"step": step, "loss": round(loss.item(), 5)}) + "\n")
         if step % eval_every == 0 or step == steps:
             evaluate(step)
     return best_state, best_fig
@@ -209,14 +219,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--fadex", default="face2scene_core/weights/fadex", help="FaDeX folder whose head is re-fitted")
     ap.add_argument("--bank", nargs="+", required=True, help="photo bank folder(s)")
     ap.add_argument("--out", required=True, type=Path, help="output folder (final/ is the FaDeX with the new head)")
-    ap.add_argument("--steps", type=int, default=3000)
-    ap.add_argument("--lr", type=float, default=3e-4)
-    ap.add_argument("--temperature", type=float, default=0.2)
+    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--temperature", type=float, default=0.1)
     ap.add_argument("--kind-probs", default="0.3,0.45,0.25",
                     help="sampling weights of the HQ kinds gt, reffr (references), reffr0 (none) (default %(default)s)")
     ap.add_argument("--check-part", default="train", choices=["train", "none"],
                     help="photos whose retrieval chooses the head ('train': the 16 train-check photos; never held-out)")
     ap.add_argument("--eval-every", type=int, default=250)
+    ap.add_argument("--keep", default="last", choices=["last", "best"],
+                    help="the head after the last step (default), or the best on the check photos (a choice on them)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -234,13 +246,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     log_file.unlink(missing_ok=True)
     state, fig = train_head(fadex, feats, steps=args.steps, seed=args.seed, lr=args.lr, temperature=args.temperature,
                             kind_probs=[float(v) for v in args.kind_probs.split(",")], check=check,
-                            eval_every=args.eval_every, log_file=log_file)
+                            eval_every=args.eval_every, log_file=log_file, keep=args.keep)
     fadex.head.load_state_dict(state)
     fadex.eval().save_pretrained(args.out / "final", safe_serialization=True)
     write_bytes_atomic(args.out / "head_fit.json", json.dumps(
         {"chosen": fig, "args": {k: str(v) for k, v in vars(args).items()}, "seconds": round(time.time() - t0)},
         indent=1).encode())
-    print(f"head chosen at step {fig.get('step')}: " + ", ".join(f"{k} {v:.1%}" for k, v in fig.items() if k != "step")
+    print(f"head kept at step {fig.get('step')}: " + ", ".join(f"{k} {v:.1%}" for k, v in fig.items() if k != "step")
           + f" -> {args.out / 'final'}")
     return 0
 
