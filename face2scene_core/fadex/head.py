@@ -82,27 +82,18 @@ def bank_features(fadex, folders: Sequence[str | Path], cache: Path) -> dict[str
 
 
 def _bank_features(fadex, folders: Sequence[str | Path]) -> dict[str, torch.Tensor]:
-    from safetensors.numpy import load_file as load_np
-
-    from .photo_bank import BANK_FOLDER_STRIDE, CLEAN_LABEL
+    from .photo_bank import bank_shards, folder_label, hq_face
 
     feats: dict[str, list[torch.Tensor]] = {k: [] for k in HQ_KINDS}
     labels = []
     t0 = time.time()
-    for b, folder in enumerate(folders):
-        files = sorted(Path(folder).glob("bank_*.safetensors"))
-        if not files:
-            raise FileNotFoundError(f"no bank_*.safetensors in '{folder}': build it first with "
-                                    f"`python -m face2scene_core.fadex.photo_bank --out {folder}`")
-        for f in files:
-            t = load_np(str(f))
-            n = len(t["label"])
-            lq = [t[f"lq_{k}"] for k in range(n)]
-            for kind in HQ_KINDS:
-                hq = [t.get(f"{kind}_{k}", t[f"reffr_{k}"]) for k in range(n)]
-                feats[kind].append(pooled_features(fadex, lq, hq))
-            labels += [int(v) if v == CLEAN_LABEL else int(v) + b * BANK_FOLDER_STRIDE for v in t["label"]]
-            logger.info("pooled features of %s (%d pairs, %.0f s)", f, n, time.time() - t0)
+    for b, t in bank_shards(folders):
+        n = len(t["label"])
+        lq = [t[f"lq_{k}"] for k in range(n)]
+        for kind in HQ_KINDS:
+            feats[kind].append(pooled_features(fadex, lq, [hq_face(t, kind, k) for k in range(n)]))
+        labels += [folder_label(int(v), b) for v in t["label"]]
+        logger.info("pooled features of %d pairs of bank folder %d (%.0f s)", n, b, time.time() - t0)
     out = {k: torch.cat(v) for k, v in feats.items()}
     out["label"] = torch.tensor(labels, dtype=torch.long)
     return out

@@ -170,6 +170,30 @@ def build_bank(out: Path, *, groups: int = 400, images_per_group: int = 4, crop:
     return count_pairs(out)
 
 
+def bank_shards(folders: Sequence[str | Path]):
+    """Every shard of the bank folders in order, as ``(folder index, the shard's arrays)``; a folder without shards
+    raises FileNotFoundError naming the command that builds it."""
+    for b, one in enumerate(folders):
+        files = sorted(Path(one).glob("bank_*.safetensors"))
+        if not files:
+            raise FileNotFoundError(f"no bank_*.safetensors in '{one}': build it first with "
+                                    f"`python -m face2scene_core.fadex.photo_bank --out {one}`")
+        for f in files:
+            yield b, load_file(str(f))
+
+
+def folder_label(label: int, b: int) -> int:
+    """A pair's operator label within several bank folders: the ``b``-th folder's groups are offset by ``b`` x
+    :data:`BANK_FOLDER_STRIDE`; the clean pairs of every folder share one label."""
+    return label if label == CLEAN_LABEL else label + b * BANK_FOLDER_STRIDE
+
+
+def hq_face(shard: dict, kind: str, k: int) -> np.ndarray:
+    """Pair ``k``'s HQ face of ``kind`` (``gt``, ``reffr``, ``reffr0``); a bank built before ``reffr0`` was stored
+    gives the Ref-FR face made with references for it."""
+    return shard.get(f"{kind}_{k}", shard[f"reffr_{k}"]) if kind == "reffr0" else shard[f"{kind}_{k}"]
+
+
 def count_pairs(folder: Path) -> int:
     """Pairs in the bank's shards (reads each shard's ``label`` tensor only)."""
     total = 0
@@ -195,22 +219,14 @@ class PhotoBank:
         self.lq: list[np.ndarray] = []
         self.hq: dict[str, list[np.ndarray]] = {"reffr": [], "reffr0": [], "gt": []}
         labels = []
-        for b, one in enumerate(folders):
-            files = sorted(Path(one).glob("bank_*.safetensors"))
-            if not files:
-                raise FileNotFoundError(f"no bank_*.safetensors in '{one}': build it first with "
-                                        f"`python -m face2scene_core.fadex.photo_bank --out {one}`")
-            for f in files:
-                t = load_file(str(f))
-                for k in range(len(t["label"])):
-                    if min(t[f"lq_{k}"].shape[:2]) < crop_size:
-                        continue
-                    self.lq.append(t[f"lq_{k}"])
-                    self.hq["reffr"].append(t[f"reffr_{k}"])
-                    self.hq["reffr0"].append(t.get(f"reffr0_{k}", t[f"reffr_{k}"]))
-                    self.hq["gt"].append(t[f"gt_{k}"])
-                    label = int(t["label"][k])  # the clean pairs of every folder share one label
-                    labels.append(label if label == CLEAN_LABEL else label + b * BANK_FOLDER_STRIDE)
+        for b, t in bank_shards(folders):
+            for k in range(len(t["label"])):
+                if min(t[f"lq_{k}"].shape[:2]) < crop_size:
+                    continue
+                self.lq.append(t[f"lq_{k}"])
+                for key in self.hq:
+                    self.hq[key].append(hq_face(t, key, k))
+                labels.append(folder_label(int(t["label"][k]), b))
         self.labels = np.asarray(labels, np.int64)
         self.groups = {int(g): np.flatnonzero(self.labels == g) for g in np.unique(self.labels)}
         self.groups = {g: idx for g, idx in self.groups.items() if len(idx) >= images_per_op}
