@@ -14,10 +14,10 @@ train photos that ``face2scene eval-photos --part train`` measures, so that chec
   own noise realisation per photo) applied to ``images_per_group`` different photos: the contrastive loss's
   positives are the pairs of a group, its negatives the other groups;
 * each pair is stored four ways: the degraded face crop ``lq``, the Ref-FR face warped back ``reffr`` (references:
-  the person's other train photos; none for a photo of an unnamed person: the Ref-FR then works without references, as for a
-  user who gives none), the Ref-FR face made without references ``reffr0`` (a user who gives none; the same as
-  ``reffr`` for an unnamed person) and the ground-truth face through the same align-and-warp ``gt`` (what ``eval-photos --fadex-only`` calls the GT
-  pair), each a centre crop of at most ``crop`` px (never resized: resizing changes blur and noise).
+  the person's other train photos; none for a photo of an unnamed person: the Ref-FR then works without references,
+  as for a user who gives none), the Ref-FR face made without references ``reffr0`` (the same as ``reffr`` for an
+  unnamed person) and the ground-truth face through the same align-and-warp ``gt`` (what ``eval-photos --fadex-only``
+  calls the GT pair), each a centre crop of at most ``crop`` px (never resized: resizing changes blur and noise).
 
 Shards ``bank_00000.safetensors``, ... of ``shard_groups`` groups each are written atomically (their metadata
 ``operators``: each group's family and operator parameters as JSON; its noise seed is the group's, each photo got its
