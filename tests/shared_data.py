@@ -16,4 +16,5 @@ def datasets_dir() -> Path:
     env = os.environ.get("FACE2SCENE_DATASETS")
     if env and Path(env).is_dir():
         return Path(env)
-    pytest.skip("real photos not found: put shared/datasets beside the repo or set FACE2SCENE_DATASETS")
+    pytest.skip("real photos not found: put shared/datasets beside the repo or set FACE2SCENE_DATASETS",
+                allow_module_level=True)  # also called at import time by modules that need the photos throughout
