@@ -504,6 +504,7 @@ def test_photo_bank_serves_the_ref_fr_face_made_without_references_when_asked(tm
 
     _write_bank(tmp_path / "new", norefs=True)
     _write_bank(tmp_path / "old")  # built before the no-reference face was stored
+
     def diffs(bank) -> set[int]:
         batches = [bank.sample_batch(np.random.default_rng(seed)) for seed in range(3)]
         return {int(d) for b in batches for d in np.unique(b.hq.astype(int) - b.lq)}
@@ -642,3 +643,25 @@ def test_bank_features_pool_each_hq_kind_and_are_cached_per_encoder(tmp_path, mo
         model.encoder[0][0].weight.add_(0.1)  # another encoder: the cache does not apply
     with pytest.raises(pytest.fail.Exception, match="recomputed"):
         head_mod.bank_features(model, [tmp_path / "new", tmp_path / "old"], tmp_path / "f.safetensors")
+
+
+def test_head_refit_command_writes_a_fadex_folder_with_the_encoder_untouched(tmp_path):
+    """`python -m face2scene_core.fadex.head` on a (synthetic) bank: OUT/final loads as a FaDeX whose encoder is the
+    input's to the bit and whose head moved; a second run reads the cached features."""
+    from face2scene_core.fadex.head import main
+    from face2scene_core.training.stage2 import load_fadex
+
+    _write_bank(tmp_path / "bank", groups=6, norefs=True, side=48)
+    src = REPO / "face2scene_core" / "weights" / "fadex"
+    args = ["--fadex", str(src), "--bank", str(tmp_path / "bank"), "--out", str(tmp_path / "out"), "--steps", "20",
+            "--check-part", "none", "--eval-every", "10", "--groups-per-batch", "4"]
+    with pytest.raises(ValueError, match="6 operator groups.*needs 32"):
+        main(args[:-2])
+    assert main(args) == 0
+    new, old = load_fadex(str(tmp_path / "out" / "final")), load_fadex(str(src))
+    for (name, a), b in zip(new.state_dict().items(), old.state_dict().values()):
+        assert torch.equal(a, b) == (not name.startswith("head.")), name
+    fit = json.loads((tmp_path / "out" / "head_fit.json").read_text())
+    assert fit["chosen"]["step"] == 20 and fit["args"]["keep"] == "last"
+    mtime = (tmp_path / "out" / "bank_features.safetensors").stat().st_mtime_ns
+    assert main(args) == 0 and (tmp_path / "out" / "bank_features.safetensors").stat().st_mtime_ns == mtime

@@ -165,6 +165,9 @@ def train_head(fadex, feats: dict[str, torch.Tensor], *, steps: int, seed: int, 
     groups = {int(v): np.flatnonzero(labels == v) for v in np.unique(labels)}
     groups = {k: v for k, v in groups.items() if len(v) >= pairs_per_group}
     keys = np.asarray(sorted(groups))
+    if len(keys) < groups_per_batch:
+        raise ValueError(f"the bank has {len(keys)} operator groups of >= {pairs_per_group} pairs; a batch needs "
+                         f"{groups_per_batch} (lower --groups-per-batch or build a larger bank)")
     stack = torch.stack([feats[k] for k in HQ_KINDS], dim=1)  # n, kinds, c
     best, best_state, best_fig = -1.0, None, {}
     history = []
@@ -217,6 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="sampling weights of the HQ kinds gt, reffr (references), reffr0 (none) (default %(default)s)")
     ap.add_argument("--check-part", default="train", choices=["train", "none"],
                     help="photos whose retrieval chooses the head ('train': the 16 train-check photos; never held-out)")
+    ap.add_argument("--groups-per-batch", type=int, default=32, help="operator groups per batch, 4 pairs each")
     ap.add_argument("--eval-every", type=int, default=250)
     ap.add_argument("--keep", default="last", choices=["last", "best"],
                     help="the head after the last step (default), or the best on the check photos (a choice on them)")
@@ -237,6 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log_file.unlink(missing_ok=True)
     state, fig = train_head(fadex, feats, steps=args.steps, seed=args.seed, lr=args.lr, temperature=args.temperature,
                             kind_probs=[float(v) for v in args.kind_probs.split(",")], check=check,
+                            groups_per_batch=args.groups_per_batch,
                             eval_every=args.eval_every, log_file=log_file, keep=args.keep)
     fadex.head.load_state_dict(state)
     fadex.eval().save_pretrained(args.out / "final", safe_serialization=True)
