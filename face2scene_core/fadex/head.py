@@ -54,19 +54,18 @@ CHECK_KINDS = ("gt", "reffr", "reffr_norefs")
 def pooled_features(fadex, lq: Sequence[np.ndarray], hq: Sequence[np.ndarray], max_side: int = 512) -> torch.Tensor:
     """Mean-pooled encoder features ``(N, C)`` of uint8 face pairs, each centre-cropped to ``max_side`` like
     :meth:`FaDeX.encode_pair` (pairs of one shape run as one batch)."""
+    from ..evaluation.fadex import _centre_crop
+
     fadex.eval()
     out = torch.empty(len(lq), fadex.feature_channels)
     by_shape: dict[tuple, list[int]] = {}
     for i, a in enumerate(lq):
         by_shape.setdefault(a.shape, []).append(i)
-    for shape, idx in by_shape.items():
-        h, w = shape[:2]
-        top, left = max(0, (h - max_side) // 2), max(0, (w - max_side) // 2)
-        box = (slice(top, top + min(h, max_side)), slice(left, left + min(w, max_side)))
+    for idx in by_shape.values():
         for s in range(0, len(idx), 16):
             part = idx[s:s + 16]
-            t = [torch.from_numpy(np.stack([arr[i][box] for i in part])).permute(0, 3, 1, 2).float() / 255.0
-                 for arr in (lq, hq)]
+            t = [torch.from_numpy(np.stack([_centre_crop(arr[i], max_side) for i in part])).permute(0, 3, 1, 2)
+                 .float() / 255.0 for arr in (lq, hq)]
             x = torch.cat(t, dim=1) * 2.0 - 1.0
             out[part] = fadex.encoder(x).mean(dim=(2, 3)).float()
     return out
@@ -228,13 +227,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     from ..pipeline import Face2ScenePipeline
+    from ..training.stage2 import load_fadex
 
-    pipe = Face2ScenePipeline.from_paths(fadex=args.fadex, device="cpu")
-    fadex = pipe.fadex.float().cpu()
     t0 = time.time()
+    pipe = Face2ScenePipeline.from_paths(fadex=args.fadex, device="cpu") if args.check_part != "none" else None
+    fadex = (pipe.fadex if pipe is not None else load_fadex(args.fadex)).float().cpu()
     feats = bank_features(fadex, args.bank, args.out / "bank_features.safetensors")
     check = (check_features(pipe, args.check_part, 16, args.out / f"check_features_{args.check_part}.safetensors")
-             if args.check_part != "none" else None)
+             if pipe is not None else None)
     logger.info("features ready (%.0f s): %d bank pairs", time.time() - t0, len(feats["label"]))
     torch.manual_seed(args.seed)
     log_file = args.out / "metrics.jsonl"
