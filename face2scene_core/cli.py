@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import Face2SceneError
+from .errors import ConfigError, Face2SceneError
 
 log = logging.getLogger("face2scene")
 

@@ -1,5 +1,5 @@
 """Where the real photos used by the tests live: the package's own rule
-(:func:`face2scene_core.evaluation.reffr.default_datasets_dir`: ``shared/datasets`` beside the repository, the folder
+(:func:`face2scene_core.training.data.default_datasets_dir`: ``shared/datasets`` beside the repository, the folder
 named by ``FACE2SCENE_DATASETS``, or ``shared/datasets`` beside the local repository this clone came from). Tests that
 need them skip, naming what is missing, otherwise."""
 
@@ -11,7 +11,7 @@ import pytest
 
 
 def datasets_dir() -> Path:
-    from face2scene_core.evaluation.reffr import default_datasets_dir
+    from face2scene_core.training.data import default_datasets_dir
 
     here = default_datasets_dir()
     if here.is_dir():

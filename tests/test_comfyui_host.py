@@ -23,9 +23,9 @@ from comfyui_host import DATA_DIR, PACK_NAME, REPO_ROOT, ComfyServer, ComfyWebUI
 from comfyui_host.fixtures import comfy_browser, comfy_host, comfy_runtime, comfy_server  # noqa: F401
 from PIL import Image, ImageOps
 
-DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
-if not DATASETS.is_dir() and os.environ.get("FACE2SCENE_DATASETS"):
-    DATASETS = Path(os.environ["FACE2SCENE_DATASETS"])
+from face2scene_core.training.data import default_datasets_dir
+
+DATASETS = default_datasets_dir()  # shared/datasets beside the checkout, $FACE2SCENE_DATASETS, or beside its origin
 PHOTO = DATASETS / "faces_identity" / "dlib" / "examples" / "faces" / "2008_001322.jpg"  # 500x375, 3 people
 PHOTO_NAME = "photo.jpg"
 SCALED_W, SCALED_H = 250, 125  # exact 2x (width) and 3x (height) decimation of 500x375

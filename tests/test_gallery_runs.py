@@ -25,8 +25,9 @@ from face2scene_core.fadex.model import FaDeX
 from face2scene_core.imageio import load_photo, save_image
 from face2scene_core.pipeline import Face2ScenePipeline
 from face2scene_core.restorer.model import OneStepRestorer
+from face2scene_core.training.data import default_datasets_dir
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+DATA = default_datasets_dir()  # shared/datasets beside the checkout, $FACE2SCENE_DATASETS, or beside its origin
 DEEPFACE = DATA / "faces_identity/deepface/tests/unit/dataset"
 NO_FACE = DATA / "faces_real/ffdnet/testsets/RNI6/Building.png"
 REPO = Path(__file__).resolve().parents[1]

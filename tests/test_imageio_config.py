@@ -1,7 +1,7 @@
 import os
 import stat
-from dataclasses import dataclass, field
 from pathlib import Path
+from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
@@ -9,8 +9,9 @@ import pytest
 from face2scene_core.config import from_dict, load_config
 from face2scene_core.errors import ConfigError, InputImageError
 from face2scene_core.imageio import list_images, load_image, safe_output_path, save_image
+from face2scene_core.training.data import default_datasets_dir
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+DATA = default_datasets_dir()  # shared/datasets beside the checkout, $FACE2SCENE_DATASETS, or beside its origin
 
 
 def test_load_real_photos_of_every_mode():
@@ -67,3 +68,36 @@ def test_config_loads_yaml_with_overrides_and_rejects_unknown_keys(tmp_path):
         from_dict(_Cfg, {"stepz": 3})
     with pytest.raises(ConfigError, match="integer"):
         from_dict(_Cfg, {"steps": "many"})
+
+
+def test_config_paths_to_shared_photos_follow_the_datasets_folder(tmp_path, monkeypatch):
+    """Configs name the shared photos as ``../shared/datasets/...`` relative to the checkout; a checkout that is not
+    beside ``shared/`` (a clone in a temporary folder) finds them where ``default_datasets_dir`` says, here the folder
+    in FACE2SCENE_DATASETS, and a clone of a local repository finds the ``shared/`` beside its origin."""
+    import subprocess
+
+    from face2scene_core.training import data
+
+    photos = tmp_path / "elsewhere" / "datasets"
+    (photos / "scenes").mkdir(parents=True)
+    save_image(photos / "scenes" / "a.png", np.zeros((8, 8, 3), np.uint8))
+    (photos / "manifest.csv").write_text("path\n")
+    checkout = tmp_path / "clone" / "repo"
+    checkout.mkdir(parents=True)
+    monkeypatch.setattr(data, "REPO_ROOT", checkout)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FACE2SCENE_DATASETS", str(photos))
+    assert data.resolve_path("../shared/datasets/manifest.csv") == (photos / "manifest.csv").resolve()
+    assert data.expand_images(["../shared/datasets/scenes/*"]) == [(photos / "scenes" / "a.png").resolve()]
+    assert data.resolve_path("../shared/other.csv") == Path("../shared/other.csv")  # only the datasets alias moves
+
+    monkeypatch.delenv("FACE2SCENE_DATASETS")
+    origin = tmp_path / "elsewhere" / "main"
+    subprocess.run(["git", "init", "-q", str(origin)], check=True)
+    subprocess.run(["git", "clone", "-q", str(origin), str(checkout / "c")], check=True, capture_output=True)
+    monkeypatch.setattr(data, "REPO_ROOT", checkout / "c")
+    (tmp_path / "elsewhere" / "shared").mkdir()
+    (photos.parent / "datasets").rename(tmp_path / "elsewhere" / "shared" / "datasets")
+    assert data.default_datasets_dir() == tmp_path / "elsewhere" / "shared" / "datasets"
+    assert data.expand_images(["../shared/datasets/scenes"]) == [
+        (tmp_path / "elsewhere" / "shared" / "datasets" / "scenes" / "a.png").resolve()]

@@ -7,8 +7,9 @@ from skimage.metrics import structural_similarity
 
 from face2scene_core.imageio import load_image
 from face2scene_core.evaluation.metrics import face_excluded, mean_ci, psnr, ssim
+from face2scene_core.training.data import default_datasets_dir
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+DATA = default_datasets_dir()  # shared/datasets beside the checkout, $FACE2SCENE_DATASETS, or beside its origin
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,9 @@ from PIL import Image, ImageCms, ImageOps
 from face2scene_core.imageio import (claim_file, clean_stale_temps, encode_photo, list_images, load_photo,
                                      save_photo)
 from face2scene_core.large_photo import AUTO_TILE_ABOVE, auto_tile_size, restore_array
+from face2scene_core.training.data import default_datasets_dir
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+DATA = default_datasets_dir()  # shared/datasets beside the checkout, $FACE2SCENE_DATASETS, or beside its origin
 FACE = DATA / "faces_identity/deepface/tests/unit/dataset/img55.jpg"
 
 

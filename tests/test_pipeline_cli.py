@@ -15,8 +15,9 @@ from face2scene_core.faces.detect import get_detector
 from face2scene_core.imageio import load_image, save_image
 from face2scene_core.pipeline import Face2ScenePipeline
 from face2scene_core.restorer.model import OneStepRestorer
+from face2scene_core.training.data import default_datasets_dir
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+DATA = default_datasets_dir()  # shared/datasets beside the checkout, $FACE2SCENE_DATASETS, or beside its origin
 DEEPFACE = DATA / "faces_identity/deepface/tests/unit/dataset"
 NO_FACE = DATA / "faces_real/ffdnet/testsets/RNI6/Building.png"
 
@@ -171,3 +172,10 @@ def test_cli_degrade_spatially_varying_records_it(tmp_path):
     assert main(["degrade", str(src), "-o", str(tmp_path / "o"), "--spatially-varying"]) == 0
     meta = json.loads((tmp_path / "o" / "a_deg00.json").read_text())
     assert meta["params"]["spatial_blur"]["sigma_corner"] > meta["params"]["spatial_blur"]["sigma_center"]
+
+
+def test_bench_unknown_model_is_a_one_line_error(capsys):
+    """`face2scene bench --models` with a name it does not know: exit 2 and one line naming the choices."""
+    assert main(["bench", "--models", "embedded,sd15", "--sizes", "64"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "sd15" in err and "embedded, tiny, sd21" in err

@@ -67,12 +67,9 @@ class Photo:
 
 
 def datasets_root() -> Path:
-    import os
+    from ..training.data import default_datasets_dir
 
-    from ..training.data import resolve_path
-
-    env = os.environ.get("FACE2SCENE_DATASETS")
-    return Path(env) if env else resolve_path("../shared/datasets")
+    return default_datasets_dir()
 
 
 def fit_pixels(image: np.ndarray, max_pixels: int) -> np.ndarray:

@@ -40,6 +40,7 @@ from ..faces.types import Face
 from ..imageio import load_image, save_image, write_bytes_atomic
 from .metrics import mean_ci, psnr, ssim
 from ..reffr.base import RefFR
+from ..training.data import default_datasets_dir
 
 logger = logging.getLogger(__name__)
 
@@ -50,36 +51,6 @@ DEFAULT_SOURCES = ("deepface", "faceapi", "dlib")
 (facenet-pytorch has one photo plus its own crop per person, gfpgan one photo)."""
 
 PRESET_NAMES = ("D1", "D2", "D3", "D4")
-
-
-def default_datasets_dir() -> Path:
-    """``shared/datasets`` beside the repository, else ``$FACE2SCENE_DATASETS``, else ``shared/datasets`` beside the
-    local repository this one was cloned from (a fresh ``git clone`` into a temporary folder, as CI makes)."""
-    here = REPO_ROOT.parent / "shared" / "datasets"
-    if here.is_dir():
-        return here
-    env = os.environ.get("FACE2SCENE_DATASETS")
-    if env:
-        return Path(env)
-    origin = _local_origin()
-    if origin is not None and (origin.parent / "shared" / "datasets").is_dir():
-        return origin.parent / "shared" / "datasets"
-    return here
-
-
-def _local_origin() -> Path | None:
-    """The folder of the ``origin`` remote when it is a path on this machine (read from ``.git/config``)."""
-    import configparser
-
-    cfg = configparser.ConfigParser(strict=False)
-    try:
-        cfg.read(REPO_ROOT / ".git" / "config")
-        url = cfg.get('remote "origin"', "url", fallback="")
-    except (configparser.Error, OSError):
-        return None
-    url = url.removeprefix("file://")
-    path = Path(url) if url.startswith("/") else None
-    return path.resolve() if path is not None and path.is_dir() else None
 
 
 @dataclass

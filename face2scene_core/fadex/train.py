@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import glob
 import json
 import logging
 import os
@@ -39,9 +38,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from ..config import from_dict, load_config, to_dict
+from ..config import load_config, to_dict
 from ..errors import ConfigError, InputImageError
-from ..imageio import IMAGE_SUFFIXES, write_bytes_atomic
+from ..imageio import write_bytes_atomic
 from .data import FacePairSampler, HQFn
 from .model import FaDeX
 from .moco import MoCoFaDeX, multi_positive_info_nce
@@ -158,19 +157,20 @@ class FaDeXTrainConfig:
 
 
 def resolve_images(patterns: list[str]) -> list[Path]:
-    """Expand glob patterns (``~`` and ``$VARS`` too) to sorted, unique image files.
+    """Expand glob patterns (``~`` and ``$VARS`` too; see :func:`training.data.expand_images`) to sorted, unique
+    image files.
 
     Raises :class:`ConfigError` when a pattern matches no image (so a typo never trains on less data).
     """
-    found: dict[str, Path] = {}
+    from ..training.data import expand_images
+
+    found: set[Path] = set()
     for pat in patterns:
-        expanded = os.path.expandvars(os.path.expanduser(pat))
-        hits = [Path(p) for p in glob.glob(expanded, recursive=True) if Path(p).suffix.lower() in IMAGE_SUFFIXES]
+        hits = expand_images([pat])
         if not hits:
             raise ConfigError(f"data pattern '{pat}' matches no image (relative to '{Path.cwd()}'). Fix the path.")
-        for p in hits:
-            found.setdefault(str(p.resolve()), p)
-    return sorted(found.values())
+        found.update(hits)
+    return sorted(found)
 
 
 def _device(name: str) -> torch.device:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import glob
 import hashlib
 import json
 import logging
@@ -37,6 +36,7 @@ from ..degradation import DegradationConfig
 from ..errors import ConfigError
 from ..fadex.train import _help, check_resumable, load_optimizer, save_optimizer
 from ..imageio import load_image, write_bytes_atomic
+from ..training.data import expand_images
 from .refine import RefineNet
 from .transfer import ReferenceTransferRefFR
 
@@ -120,7 +120,7 @@ def build_pool(cfg: RefineTrainConfig, size: int, *, progress: bool = True) -> d
     n_id = len(jobs)
     if size == 256:
         for pattern in cfg.ffhq:
-            for path in sorted(glob.glob(pattern)):
+            for path in expand_images([pattern]):
                 img = load_image(path)
                 if img.shape[:2] != (size, size):
                     img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)

@@ -19,6 +19,7 @@ the trainer stores in its checkpoints. Held-out images (``exclude`` patterns and
 
 from __future__ import annotations
 
+import configparser
 import fnmatch
 import glob
 import json
@@ -177,13 +178,55 @@ def _to_tensor(img: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32)).permute(2, 0, 1)  # 3, h, w
 
 
+DATASETS_ALIAS = "../shared/datasets"  # how configs and manifests name the shared photos (relative to the checkout)
+
+
+def default_datasets_dir() -> Path:
+    """``shared/datasets`` beside the repository, else ``$FACE2SCENE_DATASETS``, else ``shared/datasets`` beside the
+    local repository this one was cloned from (a fresh ``git clone`` into a temporary folder, as CI makes)."""
+    here = REPO_ROOT.parent / "shared" / "datasets"
+    if here.is_dir():
+        return here
+    env = os.environ.get("FACE2SCENE_DATASETS")
+    if env:
+        return Path(env)
+    origin = _local_origin()
+    if origin is not None and (origin.parent / "shared" / "datasets").is_dir():
+        return origin.parent / "shared" / "datasets"
+    return here
+
+
+def _local_origin() -> Path | None:
+    """The folder of the ``origin`` remote when it is a path on this machine (read from ``.git/config``)."""
+    cfg = configparser.ConfigParser(strict=False)
+    try:
+        cfg.read(REPO_ROOT / ".git" / "config")
+        url = cfg.get('remote "origin"', "url", fallback="")
+    except (configparser.Error, OSError):
+        return None
+    url = url.removeprefix("file://")
+    path = Path(url) if url.startswith("/") else None
+    return path.resolve() if path is not None and path.is_dir() else None
+
+
 def resolve_path(text: str) -> Path:
-    """Expand ``$VARS``/``~``; a relative path is taken from the current folder if it exists there, else the repo."""
+    """Expand ``$VARS``/``~``; a relative path is taken from the current folder if it exists there, else the repo;
+    one under ``../shared/datasets`` falls back to :func:`default_datasets_dir` (a clone away from ``shared/``)."""
     p = Path(os.path.expanduser(os.path.expandvars(text)))
     if p.is_absolute() or p.exists():
         return p.resolve() if p.exists() else p
-    cand = REPO_ROOT / p
-    return cand.resolve() if cand.exists() else p
+    for cand in (REPO_ROOT / p, _datasets_rerooted(p.as_posix())):
+        if cand is not None and cand.exists():
+            return cand.resolve()
+    return p
+
+
+def _datasets_rerooted(text: str) -> Path | None:
+    """``../shared/datasets/<rest>`` as ``default_datasets_dir() / <rest>``; None for any other path."""
+    text = text.replace("\\", "/")
+    if text != DATASETS_ALIAS and not text.startswith(DATASETS_ALIAS + "/"):
+        return None
+    return default_datasets_dir() / text[len(DATASETS_ALIAS):].lstrip("/")
 
 
 def expand_images(patterns: Sequence[str]) -> list[Path]:
@@ -192,6 +235,8 @@ def expand_images(patterns: Sequence[str]) -> list[Path]:
     for pat in patterns:
         text = os.path.expanduser(os.path.expandvars(pat))
         bases = [Path(text)] if Path(text).is_absolute() else [Path.cwd() / text, REPO_ROOT / text]
+        if (rerooted := _datasets_rerooted(text)) is not None:
+            bases.append(rerooted)
         for base in bases:
             hits = [Path(h) for h in glob.glob(str(base), recursive=True)]
             if len(hits) == 1 and hits[0].is_dir():

@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from face2scene_core.training.data import default_datasets_dir
+
 from .paths import REPO_ROOT
 
-DATASETS = REPO_ROOT.parent / "shared" / "datasets"
-if not DATASETS.is_dir() and os.environ.get("FACE2SCENE_DATASETS"):
-    DATASETS = Path(os.environ["FACE2SCENE_DATASETS"])
+DATASETS = default_datasets_dir()  # shared/datasets beside the checkout, $FACE2SCENE_DATASETS, or beside its origin
 
 WORKFLOWS_DIR = REPO_ROOT / "workflows"
 """UI-format workflows (what ComfyUI's Template Browser lists), each with a same-name ``.jpg`` thumbnail."""
