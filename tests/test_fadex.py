@@ -665,3 +665,62 @@ def test_head_refit_command_writes_a_fadex_folder_with_the_encoder_untouched(tmp
     assert fit["chosen"]["step"] == 20 and fit["args"]["keep"] == "last"
     mtime = (tmp_path / "out" / "bank_features.safetensors").stat().st_mtime_ns
     assert main(args) == 0 and (tmp_path / "out" / "bank_features.safetensors").stat().st_mtime_ns == mtime
+
+
+def test_pooling_mean_and_std_of_several_stages_feeds_the_head_and_leaves_the_features_alone():
+    """``pool_stages`` / ``pool_std`` change only what the embedding head reads: the feature map (MapNet's input) is
+    the same, the head's input is each pooled stage's channel means then standard deviations, and a FaDeX re-pooled
+    by ``with_pool`` keeps its encoder bit-identical."""
+    from face2scene_core.fadex.head import pooled_features, with_pool
+
+    torch.manual_seed(0)
+    mean_only = FaDeX(channels=(8, 16, 32), blocks_per_stage=(1, 2, 1), embed_dim=16, proj_hidden=32).eval()
+    both = with_pool(mean_only, 2, True)
+    assert both.head[0].in_features == (16 + 32) * 2 and both.config.pool_std and not both.training
+    for a, b in zip(mean_only.encoder.state_dict().values(), both.encoder.state_dict().values()):
+        assert torch.equal(a, b)
+    x = torch.rand(2, 6, 40, 40) * 2 - 1
+    f1, p1 = mean_only.encode(x)
+    f2, p2 = both.encode(x)
+    torch.testing.assert_close(f1, f2, rtol=0, atol=0)
+    torch.testing.assert_close(p1, f1.mean(dim=(2, 3)))
+    mid = both.encoder[:3](x)  # the second stage ends after encoder layer 2
+    torch.testing.assert_close(p2, torch.cat([mid.mean(dim=(2, 3)), mid.std(dim=(2, 3)), f2.mean(dim=(2, 3)),
+                                              f2.std(dim=(2, 3))], dim=1))
+    assert with_pool(both, 2, True) is both
+    with pytest.raises(ValueError, match="pool_stages"):
+        FaDeX(channels=(8, 16), blocks_per_stage=(1, 1), pool_stages=3)
+    flat = np.full((48, 48, 3), 128, np.uint8)
+    grain = np.clip(128 + np.random.default_rng(0).choice([-40, 40], size=(48, 48, 3)), 0, 255).astype(np.uint8)
+    pooled = pooled_features(both, [flat, grain], [flat, flat])
+    assert pooled.shape == (2, 96) and both(torch.rand(1, 3, 48, 48), torch.rand(1, 3, 48, 48)).embedding.shape == (1, 16)
+    assert (pooled[1, 16:32] - pooled[0, 16:32]).abs().max() > 1e-3  # the mid stage's spread differs with grain
+
+
+def test_head_standardisation_is_a_reparametrisation_folded_back_before_saving(tmp_path):
+    """The head trains on standardised pooled features; re-parametrising keeps its function, and undoing it folds the
+    standardisation into the first layer (the saved FaDeX reads raw pooled features). The command with another
+    pooling writes a FaDeX that pools that way, its encoder untouched."""
+    from face2scene_core.fadex.head import main, standardise_head
+    from face2scene_core.training.stage2 import load_fadex
+
+    torch.manual_seed(0)
+    head = FaDeX(channels=(8, 16), blocks_per_stage=(1, 1), pool_std=True).head.eval()
+    x = torch.randn(5, 32) * torch.logspace(-3, 2, 32) + 3.0
+    mean, std = x.mean(0), x.std(0)
+    before = head(x)
+    standardise_head(head, mean, std)
+    torch.testing.assert_close(head((x - mean) / std), before, rtol=1e-4, atol=1e-4)
+    standardise_head(head, mean, std, undo=True)
+    torch.testing.assert_close(head(x), before, rtol=1e-4, atol=1e-4)
+
+    _write_bank(tmp_path / "bank", groups=6, norefs=True, side=48)
+    src = REPO / "face2scene_core" / "weights" / "fadex"
+    assert main(["--fadex", str(src), "--bank", str(tmp_path / "bank"), "--out", str(tmp_path / "out"), "--steps",
+                 "10", "--check-part", "none", "--groups-per-batch", "4", "--pool-stages", "2", "--pool-std",
+                 "yes"]) == 0
+    new, old = load_fadex(str(tmp_path / "out" / "final")), load_fadex(str(src))
+    assert (new.config.pool_stages, new.config.pool_std) == (2, True)
+    assert new.head[0].in_features == 2 * sum(old.config.channels[-2:])
+    for a, b in zip(new.encoder.state_dict().values(), old.encoder.state_dict().values()):
+        assert torch.equal(a, b)

@@ -1,7 +1,8 @@
 """Re-fit FaDeX's embedding head on native-scale photo pairs, the encoder left as it is.
 
     python -m face2scene_core.fadex.head --fadex face2scene_core/weights/fadex \\
-        --bank runs/fadex_bank3 runs/fadex_bank3_big --out runs/fadex_head [--steps 2000] [--seed 0]
+        --bank runs/fadex_bank3 runs/fadex_bank3_big --out runs/fadex_head [--steps 2000] [--seed 0] \\
+        [--pool-stages 2 --pool-std yes]
 
 FaDeX has two outputs: the feature map, which MapNet turns into the restorer's tokens, and the embedding
 (``head(mean-pooled features)``), which reads the degradation out (operator retrieval, the Fig. 3 gap, the estimate
@@ -14,6 +15,11 @@ degraded at native scale, faces paired the way the pipeline pairs them), so:
   pipeline pools a native face crop, and three kinds of HQ face: the ground truth, the Ref-FR face from the person's
   references (the pipeline's) and the Ref-FR face made without references, so that the code of an operator is
   the same whichever face the photo got.
+
+What the head reads is FaDeX's ``pool_stages`` / ``pool_std`` (:meth:`FaDeX.encode`): by default the channel means
+of the feature map; ``--pool-stages 2 --pool-std yes`` gives it the means and standard deviations of the last two
+stages (a new head, started afresh). The head trains on those pooled features standardised over the bank
+(``--standardise``); the standardisation is folded into its first layer before saving.
 
 The pooled features are computed once per pair and kind (cached in ``OUT/bank_features.safetensors``, keyed by the
 encoder's id); the head then trains in seconds with the multi-positive InfoNCE loss (positives: the pairs of the same
@@ -52,12 +58,12 @@ CHECK_KINDS = ("gt", "reffr", "reffr_norefs")
 
 @torch.no_grad()
 def pooled_features(fadex, lq: Sequence[np.ndarray], hq: Sequence[np.ndarray], max_side: int = 512) -> torch.Tensor:
-    """Mean-pooled encoder features ``(N, C)`` of uint8 face pairs, each centre-cropped to ``max_side`` like
+    """The head's pooled input ``(N, P)`` (:meth:`FaDeX.encode`) of uint8 face pairs, each centre-cropped to ``max_side`` like
     :meth:`FaDeX.encode_pair` (pairs of one shape run as one batch)."""
     from ..evaluation.fadex import _centre_crop
 
     fadex.eval()
-    out = torch.empty(len(lq), fadex.feature_channels)
+    out = torch.empty(len(lq), fadex.head[0].in_features)
     by_shape: dict[tuple, list[int]] = {}
     for i, a in enumerate(lq):
         by_shape.setdefault(a.shape, []).append(i)
@@ -67,7 +73,7 @@ def pooled_features(fadex, lq: Sequence[np.ndarray], hq: Sequence[np.ndarray], m
             t = [torch.from_numpy(np.stack([_centre_crop(arr[i], max_side) for i in part])).permute(0, 3, 1, 2)
                  .float() / 255.0 for arr in (lq, hq)]
             x = torch.cat(t, dim=1) * 2.0 - 1.0
-            out[part] = fadex.encoder(x).mean(dim=(2, 3)).float()
+            out[part] = fadex.encode(x)[1].float()
     return out
 
 
@@ -76,8 +82,25 @@ def bank_features(fadex, folders: Sequence[str | Path], cache: Path) -> dict[str
     :class:`~.photo_bank.PhotoBank` gives them); cached in ``cache`` for this encoder."""
     from ..codes import module_id
 
-    key = json.dumps({"encoder": module_id(fadex.encoder), "folders": [str(f) for f in folders]})
+    key = json.dumps({"encoder": module_id(fadex.encoder), "pool": _pool(fadex), "folders": [str(f) for f in folders]})
     return _cached(cache, key, lambda: _bank_features(fadex, folders))
+
+
+def _pool(fadex) -> list:
+    return [int(fadex.config.pool_stages), bool(fadex.config.pool_std)]
+
+
+def with_pool(fadex, pool_stages: int, pool_std: bool):
+    """``fadex`` itself when it already pools this way; else a FaDeX with the same encoder (bit-identical) and a new,
+    freshly initialised head that reads ``pool_stages`` stages' means (and standard deviations with ``pool_std``)."""
+    from .model import FaDeX
+
+    if _pool(fadex) == [pool_stages, pool_std]:
+        return fadex
+    config = {k: v for k, v in fadex.config.items() if not k.startswith("_")}  # _use_default_values would win
+    new = FaDeX.from_config({**config, "pool_stages": pool_stages, "pool_std": pool_std})
+    new.encoder.load_state_dict(fadex.encoder.state_dict())
+    return new.to(device=fadex.device, dtype=fadex.dtype).train(fadex.training)
 
 
 def _bank_features(fadex, folders: Sequence[str | Path]) -> dict[str, torch.Tensor]:
@@ -121,8 +144,8 @@ def check_features(pipe, part: str, n_photos: int, cache: Path) -> dict[str, tor
     from ..evaluation.photos import benchmark_grid, face_pairs, select_photos
 
     grid = benchmark_grid()
-    key = json.dumps({"encoder": module_id(pipe.fadex.encoder), "part": part, "photos": n_photos,
-                      "operators": [o.name for o in grid]})
+    key = json.dumps({"encoder": module_id(pipe.fadex.encoder), "pool": _pool(pipe.fadex), "part": part,
+                      "photos": n_photos, "operators": [o.name for o in grid]})
 
     def compute() -> dict[str, torch.Tensor]:
         out: dict[str, list[torch.Tensor]] = {k: [] for k in CHECK_KINDS}
@@ -141,6 +164,27 @@ def retrieval(head: torch.nn.Module, check: dict[str, torch.Tensor]) -> dict[str
     with torch.no_grad():
         return {k: retrieval_across_photos(F.normalize(head(v.flatten(0, 1)), dim=1).view(*v.shape[:2], -1).numpy())[0]
                 for k, v in check.items()}
+
+
+def feature_scale(feats: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension mean and standard deviation of the bank's pooled features over every HQ kind: the head trains on
+    standardised inputs (means and standard deviations of different stages differ in scale by orders of magnitude)."""
+    every = torch.cat([feats[k] for k in HQ_KINDS])
+    return every.mean(dim=0), every.std(dim=0).clamp_min(1e-6)
+
+
+@torch.no_grad()
+def standardise_head(head: torch.nn.Sequential, mean: torch.Tensor, std: torch.Tensor, *, undo: bool = False) -> None:
+    """Re-parametrise ``head`` in place so that it computes the same function of ``(x - mean) / std`` as it did of
+    ``x`` (``undo``: back again, folding the standardisation into the first layer, so the saved FaDeX reads raw
+    pooled features)."""
+    first = head[0]
+    if undo:
+        first.weight.div_(std)
+        first.bias.sub_(first.weight @ mean)
+    else:
+        first.bias.add_(first.weight @ mean)
+        first.weight.mul_(std)
 
 
 def train_head(fadex, feats: dict[str, torch.Tensor], *, steps: int, seed: int, lr: float = 1e-4,
@@ -223,6 +267,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--eval-every", type=int, default=250)
     ap.add_argument("--keep", default="last", choices=["last", "best"],
                     help="the head after the last step (default), or the best on the check photos (a choice on them)")
+    ap.add_argument("--pool-stages", type=int, default=None,
+                    help="pool the last N encoder stages for the head (default: as the FaDeX folder does; a change "
+                         "starts the head afresh)")
+    ap.add_argument("--pool-std", default=None, choices=["yes", "no"],
+                    help="pool channel standard deviations beside the means (default: as the FaDeX folder does)")
+    ap.add_argument("--standardise", default="yes", choices=["yes", "no"],
+                    help="train on pooled features standardised over the bank, folded into the saved head (default; "
+                         "FaDeX v8 was fitted before this option, as 'no')")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -232,10 +284,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.time()
     pipe = Face2ScenePipeline.from_paths(fadex=args.fadex, device="cpu") if args.check_part != "none" else None
     fadex = (pipe.fadex if pipe is not None else load_fadex(args.fadex)).float().cpu()
+    torch.manual_seed(args.seed)  # a new head (another pooling) starts from this seed
+    loaded = fadex
+    fadex = with_pool(fadex, args.pool_stages or fadex.config.pool_stages,
+                      fadex.config.pool_std if args.pool_std is None else args.pool_std == "yes")
+    if pipe is not None:
+        pipe.fadex = fadex
     feats = bank_features(fadex, args.bank, args.out / "bank_features.safetensors")
     check = (check_features(pipe, args.check_part, 16, args.out / f"check_features_{args.check_part}.safetensors")
              if pipe is not None else None)
     logger.info("features ready (%.0f s): %d bank pairs", time.time() - t0, len(feats["label"]))
+    if args.standardise == "yes":
+        mean, std = feature_scale(feats)
+        feats = {k: v if k == "label" else (v - mean) / std for k, v in feats.items()}
+        check = {k: (v - mean) / std for k, v in check.items()} if check is not None else None
+        if fadex is loaded:  # the loaded head keeps its function; a new one starts out in standardised coordinates
+            standardise_head(fadex.head, mean, std)
     torch.manual_seed(args.seed)
     log_file = args.out / "metrics.jsonl"
     log_file.unlink(missing_ok=True)
@@ -244,6 +308,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                             groups_per_batch=args.groups_per_batch,
                             eval_every=args.eval_every, log_file=log_file, keep=args.keep)
     fadex.head.load_state_dict(state)
+    if args.standardise == "yes":
+        standardise_head(fadex.head, mean, std, undo=True)
     fadex.eval().save_pretrained(args.out / "final", safe_serialization=True)
     write_bytes_atomic(args.out / "head_fit.json", json.dumps(
         {"chosen": fig, "args": {k: str(v) for k, v in vars(args).items()}, "seconds": round(time.time() - t0)},

@@ -68,8 +68,12 @@ class FaDeX(ModelMixin, ConfigMixin):
             stage (same length as ``channels``, each >= 1).
         embed_dim (`int`, defaults to 256): size of the L2-normalised embedding (paper: 256).
         proj_hidden (`int`, defaults to 512): hidden width of the projection head
-            (global average pool -> Linear -> LeakyReLU -> Linear -> L2 normalise).
+            (global pool -> Linear -> LeakyReLU -> Linear -> L2 normalise).
         negative_slope (`float`, defaults to 0.1): LeakyReLU slope, in ``[0, 1)``.
+        pool_stages (`int`, defaults to 1): the head reads the pooled output of the last ``pool_stages`` stages
+            (1: the feature map alone; up to ``len(channels)``).
+        pool_std (`bool`, defaults to `False`): pool each of those maps to its channel means *and* standard deviations
+            (how strongly a degradation's texture varies over the face, e.g. noise or JPEG blocks), not means alone.
 
     Inputs are tensor images in ``[0, 1]``; they are mapped to ``[-1, 1]`` inside.
     """
@@ -85,6 +89,8 @@ class FaDeX(ModelMixin, ConfigMixin):
         embed_dim: int = 256,
         proj_hidden: int = 512,
         negative_slope: float = 0.1,
+        pool_stages: int = 1,
+        pool_std: bool = False,
     ):
         super().__init__()
         channels = tuple(int(c) for c in channels)
@@ -101,6 +107,8 @@ class FaDeX(ModelMixin, ConfigMixin):
             raise ValueError(f"embed_dim and proj_hidden must be positive, got {embed_dim}, {proj_hidden}")
         if not 0.0 <= negative_slope < 1.0:
             raise ValueError(f"negative_slope must be in [0, 1), got {negative_slope}")
+        if not 1 <= pool_stages <= len(channels):
+            raise ValueError(f"pool_stages must be in [1, {len(channels)}] (the number of stages), got {pool_stages}")
 
         strides = [1] * (len(channels) - 2) + [2, 2]
         layers: list[nn.Module] = []
@@ -114,8 +122,11 @@ class FaDeX(ModelMixin, ConfigMixin):
                 )
                 prev = out
         self.encoder = nn.Sequential(*layers)
+        ends = np.cumsum(blocks_per_stage) - 1
+        self._pool_after = {int(i) for i in ends[len(ends) - pool_stages:]}  # encoder layers whose output is pooled
+        pooled_dim = sum(channels[len(channels) - pool_stages:]) * (2 if pool_std else 1)
         self.head = nn.Sequential(
-            nn.Linear(channels[-1], proj_hidden),
+            nn.Linear(pooled_dim, proj_hidden),
             nn.LeakyReLU(negative_slope, inplace=True),
             nn.Linear(proj_hidden, embed_dim),
         )
@@ -157,11 +168,20 @@ class FaDeX(ModelMixin, ConfigMixin):
             ``embedding (B, D)`` of unit norm.
         """
         self._check(lq, hq)
-        x = torch.cat([lq, hq], dim=1) * 2.0 - 1.0  # b, 6, h, w in [-1, 1]
-        features = self.encoder(x)  # b, c, h/4, w/4
-        pooled = features.mean(dim=(2, 3))  # b, c
+        features, pooled = self.encode(torch.cat([lq, hq], dim=1) * 2.0 - 1.0)
         embedding = F.normalize(self.head(pooled).float(), dim=1)  # b, d
         return FaDeXOutput(features=features, embedding=embedding)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The encoder on a pair batch ``x (B, 6, H, W)`` in ``[-1, 1]`` (LQ then HQ): the feature map
+        ``(B, C, H/4, W/4)`` and the head's input ``(B, P)``, the channel means (and standard deviations, with
+        ``pool_std``) of each pooled stage, stage by stage."""
+        pooled = []
+        for i, layer in enumerate(self.encoder):
+            x = layer(x)
+            if i in self._pool_after:
+                pooled += [x.mean(dim=(2, 3)), x.std(dim=(2, 3))] if self.config.pool_std else [x.mean(dim=(2, 3))]
+        return x, torch.cat(pooled, dim=1)
 
     @torch.no_grad()
     def encode_pair(self, lq: np.ndarray, hq: np.ndarray, max_side: int = 512) -> FaDeXOutput:
