@@ -18,8 +18,8 @@ degraded at native scale, faces paired the way the pipeline pairs them), so:
 
 What the head reads is FaDeX's ``pool_stages`` / ``pool_std`` (:meth:`FaDeX.encode`): by default the channel means
 of the feature map; ``--pool-stages 2 --pool-std yes`` gives it the means and standard deviations of the last two
-stages (a new head, started afresh). The head trains on those pooled features standardised over the bank
-(``--standardise``); the standardisation is folded into its first layer before saving.
+stages (a new head, started afresh). A new head trains on those pooled features standardised over the bank
+(``--standardise``, by default for a new head only); the standardisation is folded into its first layer before saving.
 
 The pooled features are computed once per pair and kind (cached in ``OUT/bank_features.safetensors``, keyed by the
 encoder's id); the head then trains in seconds with the multi-positive InfoNCE loss (positives: the pairs of the same
@@ -272,9 +272,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "starts the head afresh)")
     ap.add_argument("--pool-std", default=None, choices=["yes", "no"],
                     help="pool channel standard deviations beside the means (default: as the FaDeX folder does)")
-    ap.add_argument("--standardise", default="yes", choices=["yes", "no"],
-                    help="train on pooled features standardised over the bank, folded into the saved head (default; "
-                         "FaDeX v8 was fitted before this option, as 'no')")
+    ap.add_argument("--standardise", default="auto", choices=["auto", "yes", "no"],
+                    help="train on pooled features standardised over the bank, folded into the saved head; 'auto' "
+                         "(default): for a new head (another pooling), not when the loaded head is fine-tuned")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -294,7 +294,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     check = (check_features(pipe, args.check_part, 16, args.out / f"check_features_{args.check_part}.safetensors")
              if pipe is not None else None)
     logger.info("features ready (%.0f s): %d bank pairs", time.time() - t0, len(feats["label"]))
-    if args.standardise == "yes":
+    standardise = args.standardise == "yes" or (args.standardise == "auto" and fadex is not loaded)
+    if standardise:
         mean, std = feature_scale(feats)
         feats = {k: v if k == "label" else (v - mean) / std for k, v in feats.items()}
         check = {k: (v - mean) / std for k, v in check.items()} if check is not None else None
@@ -308,7 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             groups_per_batch=args.groups_per_batch,
                             eval_every=args.eval_every, log_file=log_file, keep=args.keep)
     fadex.head.load_state_dict(state)
-    if args.standardise == "yes":
+    if standardise:
         standardise_head(fadex.head, mean, std, undo=True)
     fadex.eval().save_pretrained(args.out / "final", safe_serialization=True)
     write_bytes_atomic(args.out / "head_fit.json", json.dumps(
