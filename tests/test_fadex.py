@@ -693,7 +693,8 @@ def test_pooling_mean_and_std_of_several_stages_feeds_the_head_and_leaves_the_fe
     flat = np.full((48, 48, 3), 128, np.uint8)
     grain = np.clip(128 + np.random.default_rng(0).choice([-40, 40], size=(48, 48, 3)), 0, 255).astype(np.uint8)
     pooled = pooled_features(both, [flat, grain], [flat, flat])
-    assert pooled.shape == (2, 96) and both(torch.rand(1, 3, 48, 48), torch.rand(1, 3, 48, 48)).embedding.shape == (1, 16)
+    assert pooled.shape == (2, 96)
+    assert both(torch.rand(1, 3, 48, 48), torch.rand(1, 3, 48, 48)).embedding.shape == (1, 16)
     assert (pooled[1, 16:32] - pooled[0, 16:32]).abs().max() > 1e-3  # the mid stage's spread differs with grain
 
 

@@ -58,8 +58,8 @@ CHECK_KINDS = ("gt", "reffr", "reffr_norefs")
 
 @torch.no_grad()
 def pooled_features(fadex, lq: Sequence[np.ndarray], hq: Sequence[np.ndarray], max_side: int = 512) -> torch.Tensor:
-    """The head's pooled input ``(N, P)`` (:meth:`FaDeX.encode`) of uint8 face pairs, each centre-cropped to ``max_side`` like
-    :meth:`FaDeX.encode_pair` (pairs of one shape run as one batch)."""
+    """The head's pooled input ``(N, P)`` (:meth:`FaDeX.encode`) of uint8 face pairs, each centre-cropped to
+    ``max_side`` like :meth:`FaDeX.encode_pair` (pairs of one shape run as one batch)."""
     from ..evaluation.fadex import _centre_crop
 
     fadex.eval()
