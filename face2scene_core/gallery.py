@@ -99,6 +99,15 @@ def degrade_paths(input_path: Path, output: Path, *, seed: int = 0, preset: str 
 ESTIMATES_PLOT = "face2scene_estimates.png"
 
 
+def photos_to_name(rows, most: int = 12) -> set[str]:
+    """The photos the estimates plot names, from ``(name, estimate)`` rows: the ``most`` most degraded among those
+    visibly degraded (noise sigma / 5 + blur sigma + motion length / 5 >= 1: e.g. noise of 5 levels, or 1 px of
+    blur); the clean ones pile up near the origin, where names would only cover each other."""
+    score = {name: e["noise_sigma"]["value"] / 5 + e["blur_sigma"]["value"] + e["motion_length"]["value"] / 5
+             for name, e in rows}
+    return {n for n in sorted(score, key=score.get, reverse=True)[:most] if score[n] >= 1.0}
+
+
 def plot_estimates(records, path: Path) -> Path | None:
     """Scatter of the estimated degradation of every photo of a gallery run (noise vs blur, marker by JPEG
     quality, motion as an arrow-shaped marker), from the run's report records; ``None`` when no photo has one."""
@@ -117,10 +126,7 @@ def plot_estimates(records, path: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.5, 5.5), dpi=110)
-    # names only for the most degraded photos: the clean ones pile up near the origin
-    score = {name: e["noise_sigma"]["value"] / 5 + e["blur_sigma"]["value"] + e["motion_length"]["value"] / 5
-             for name, e in rows}
-    named = set(sorted(score, key=score.get, reverse=True)[:12])
+    named = photos_to_name(rows)
     for name, e in rows:
         x, y = e["noise_sigma"]["value"], e["blur_sigma"]["value"]
         q = e["jpeg_quality"]["value"]
@@ -135,8 +141,8 @@ def plot_estimates(records, path: Path) -> Path | None:
     fig.colorbar(sc, ax=ax, label="JPEG quality (100 = none)")
     ax.set_xlabel("noise sigma (8-bit levels)")
     ax.set_ylabel("blur sigma (px)")
-    ax.set_title(f"Estimated degradation of {len(rows)} photo(s) ('>' = motion blur >= 3 px; the "
-                 f"{len(named)} most degraded named)", fontsize=10)
+    ax.set_title(f"Estimated degradation of {len(rows)} photo(s) ('>' = motion blur >= 3 px)\n"
+                 f"named: {len(named)} with noise / 5 + blur + motion / 5 >= 1 (at most 12)", fontsize=10)
     ax.set_xlim(left=0)
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)

@@ -104,12 +104,19 @@ def test_a_gallery_run_plots_the_estimates(tmp_path):
 
     records = [rec("a.jpg", 3.0, 0.5, 80), rec("b.jpg", 12.0, 1.5, None),
                {"ok": True, "input": "c.jpg", "report": {"estimate": {"untrusted": "small"}}},
-               {"ok": False, "input": "d.jpg"}]
+               {"ok": False, "input": "d.jpg"}, rec("clean.jpg", 0.6, 0.1, None)]
     path = plot_estimates(records, tmp_path / "est.png")
     from PIL import Image
 
+    from face2scene_core.gallery import photos_to_name
+
+    rows = [(r["input"], r["report"]["estimate"]) for r in records if r.get("ok") and "noise_sigma" in
+            r["report"]["estimate"]]
+    assert photos_to_name(rows) == {"a.jpg", "b.jpg"}  # the clean photo stays unnamed
+    assert photos_to_name(rows, most=1) == {"b.jpg"}
+
     assert Image.open(path).size[0] > 600
-    assert plot_estimates(records[2:], tmp_path / "none.png") is None and not (tmp_path / "none.png").exists()
+    assert plot_estimates(records[2:4], tmp_path / "none.png") is None and not (tmp_path / "none.png").exists()
     json.dumps(records)
 
 
