@@ -43,6 +43,7 @@ import torch
 
 from ..degradation.families import FAMILIES, GridOperator, benchmark_grid
 from ..imageio import load_image, to_float, to_uint8, write_bytes_atomic
+from ..training.data import default_datasets_dir
 from .metrics import psnr, ssim
 from .peers import PEER_NAME
 from .classic import ClassicParams, classic_restore, tune_classic
@@ -66,10 +67,7 @@ class Photo:
     ref_paths: list[Path]
 
 
-def datasets_root() -> Path:
-    from ..training.data import default_datasets_dir
-
-    return default_datasets_dir()
+datasets_root = default_datasets_dir  # the shared photos (training.data's rule), under this module's older name
 
 
 def fit_pixels(image: np.ndarray, max_pixels: int) -> np.ndarray:

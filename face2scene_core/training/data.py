@@ -215,10 +215,10 @@ def resolve_path(text: str) -> Path:
     p = Path(os.path.expanduser(os.path.expandvars(text)))
     if p.is_absolute() or p.exists():
         return p.resolve() if p.exists() else p
-    for cand in (REPO_ROOT / p, _datasets_rerooted(p.as_posix())):
-        if cand is not None and cand.exists():
-            return cand.resolve()
-    return p
+    cand = REPO_ROOT / p
+    if not cand.exists():  # the datasets folder is looked up only when the path is not found as written
+        cand = _datasets_rerooted(p.as_posix())
+    return cand.resolve() if cand is not None and cand.exists() else p
 
 
 def _datasets_rerooted(text: str) -> Path | None:
