@@ -622,12 +622,13 @@ def test_head_refit_changes_the_embedding_only_and_learns_the_operators(tmp_path
 
 def test_bank_features_pool_each_hq_kind_and_are_cached_per_encoder(tmp_path, monkeypatch):
     from face2scene_core.fadex import head as head_mod
+    from face2scene_core.fadex.photo_bank import BANK_FOLDER_STRIDE
 
     _write_bank(tmp_path / "new", groups=3, norefs=True)
     _write_bank(tmp_path / "old", groups=2)
     torch.manual_seed(0)
     model = FaDeX(channels=(8, 16, 32), blocks_per_stage=(1, 1, 1), embed_dim=16, proj_hidden=32).eval()
-    feats = head_mod.bank_features(model, [tmp_path / "new", tmp_path / "old"], tmp_path / "f.safetensors")
+    feats = head_mod.bank_features(model, [tmp_path / "new", tmp_path / "old"], tmp_path / "cache")
     assert feats["gt"].shape == feats["reffr"].shape == feats["reffr0"].shape == (22, 32)  # (12 + 1) + (8 + 1) pairs
     assert feats["label"].tolist()[:13] == [-1] * 4 + [1] * 4 + [2] * 4 + [99]
     assert not torch.allclose(feats["reffr0"][:12], feats["reffr"][:12])  # the bank's own no-reference face
@@ -636,13 +637,23 @@ def test_bank_features_pool_each_hq_kind_and_are_cached_per_encoder(tmp_path, mo
     one = model(t["lq_0"].permute(2, 0, 1)[None].float() / 255,
                 t["gt_0"].permute(2, 0, 1)[None].float() / 255).features.mean(dim=(2, 3))[0]
     torch.testing.assert_close(feats["gt"][0], one, rtol=1e-4, atol=1e-5)  # the whole stored crop, mean-pooled
+    real = head_mod._bank_features
     monkeypatch.setattr(head_mod, "_bank_features", lambda *a: pytest.fail("recomputed despite the cache"))
-    again = head_mod.bank_features(model, [tmp_path / "new", tmp_path / "old"], tmp_path / "f.safetensors")
+    again = head_mod.bank_features(model, [tmp_path / "new", tmp_path / "old"], tmp_path / "cache")
     torch.testing.assert_close(again["reffr"], feats["reffr"])
+    _write_bank(tmp_path / "third", groups=2)  # a bank added later: only its own pairs are computed
+    calls = []
+    monkeypatch.setattr(head_mod, "_bank_features", lambda m, folders: calls.append(folders) or real(m, folders))
+    more = head_mod.bank_features(model, [tmp_path / "new", tmp_path / "old", tmp_path / "third"], tmp_path / "cache")
+    assert calls == [[tmp_path / "third"]] and more["label"].shape == (31,)  # 22 + (8 + 1)
+    torch.testing.assert_close(more["gt"][:22], feats["gt"])
+    s = BANK_FOLDER_STRIDE  # the third folder's groups are its own; clean pairs share one group
+    assert more["label"].tolist()[22:] == [-1] * 4 + [1 + 2 * s] * 4 + [99 + 2 * s]
+    monkeypatch.setattr(head_mod, "_bank_features", lambda *a: pytest.fail("recomputed despite the cache"))
     with torch.no_grad():
         model.encoder[0][0].weight.add_(0.1)  # another encoder: the cache does not apply
     with pytest.raises(pytest.fail.Exception, match="recomputed"):
-        head_mod.bank_features(model, [tmp_path / "new", tmp_path / "old"], tmp_path / "f.safetensors")
+        head_mod.bank_features(model, [tmp_path / "new", tmp_path / "old"], tmp_path / "cache")
 
 
 def test_head_refit_command_writes_a_fadex_folder_with_the_encoder_untouched(tmp_path):
@@ -663,8 +674,9 @@ def test_head_refit_command_writes_a_fadex_folder_with_the_encoder_untouched(tmp
         assert torch.equal(a, b) == (not name.startswith("head.")), name
     fit = json.loads((tmp_path / "out" / "head_fit.json").read_text())
     assert fit["chosen"]["step"] == 20 and fit["args"]["keep"] == "last"
-    mtime = (tmp_path / "out" / "bank_features.safetensors").stat().st_mtime_ns
-    assert main(args) == 0 and (tmp_path / "out" / "bank_features.safetensors").stat().st_mtime_ns == mtime
+    (cache,) = (tmp_path / "out").glob("bank_features_*.safetensors")
+    mtime = cache.stat().st_mtime_ns
+    assert main(args) == 0 and cache.stat().st_mtime_ns == mtime
 
 
 def test_pooling_mean_and_std_of_several_stages_feeds_the_head_and_leaves_the_features_alone():

@@ -21,9 +21,9 @@ of the feature map; ``--pool-stages 2 --pool-std yes`` gives it the means and st
 stages (a new head, started afresh). A new head trains on those pooled features standardised over the bank
 (``--standardise``, by default for a new head only); the standardisation is folded into its first layer before saving.
 
-The pooled features are computed once per pair and kind (cached in ``OUT/bank_features.safetensors``, keyed by the
-encoder's id); the head then trains in seconds with the multi-positive InfoNCE loss (positives: the pairs of the same
-operator group; the clean pairs of every folder share one group). ``--check-part train`` measures operator
+The pooled features are computed once per pair and kind (cached per bank folder in
+``OUT/bank_features_<folder hash>.safetensors``, keyed by the encoder's id: adding a bank computes only its pairs);
+the head then trains in seconds with the multi-positive InfoNCE loss (positives: the pairs of the same operator group; the clean pairs of every folder share one group). ``--check-part train`` measures operator
 retrieval across the 16 train photos that ``face2scene eval-photos --part train`` uses (never in the bank) after every
 ``--eval-every`` steps, from cached pooled features of those photos' pairs (``OUT/check_features_train.safetensors``):
 the same figure as ``face2scene eval-photos --fadex-only --part train`` (``OUT/metrics.jsonl``). The head after the last
@@ -34,6 +34,7 @@ step (``--keep best``: the best on those train photos) is saved to ``OUT/final``
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import time
@@ -77,13 +78,28 @@ def pooled_features(fadex, lq: Sequence[np.ndarray], hq: Sequence[np.ndarray], m
     return out
 
 
-def bank_features(fadex, folders: Sequence[str | Path], cache: Path) -> dict[str, torch.Tensor]:
+def bank_features(fadex, folders: Sequence[str | Path], cache_dir: Path) -> dict[str, torch.Tensor]:
     """``{"gt"|"reffr"|"reffr0": (N, C) pooled features, "label": (N,)}`` of every pair of the bank folders (labels as
-    :class:`~.photo_bank.PhotoBank` gives them); cached in ``cache`` for this encoder."""
+    :class:`~.photo_bank.PhotoBank` gives them). Each folder's features are cached in ``cache_dir`` for this encoder
+    (:func:`folder_cache`), so adding a bank computes only the new folder's."""
+    from .photo_bank import folder_label
+
+    parts = []
+    for b, folder in enumerate(folders):
+        path, key = folder_cache(fadex, folder, cache_dir)
+        one = _cached(path, key, lambda f=folder: _bank_features(fadex, [f]))
+        parts.append({**one, "label": torch.tensor([folder_label(int(v), b) for v in one["label"]], dtype=torch.long)})
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+
+def folder_cache(fadex, folder: str | Path, cache_dir: Path) -> tuple[Path, str]:
+    """Where one bank folder's pooled features are cached (``cache_dir/bank_features_<folder hash>.safetensors``) and
+    the key they are valid for (the encoder's id, the pooling, the folder)."""
     from ..codes import module_id
 
-    key = json.dumps({"encoder": module_id(fadex.encoder), "pool": _pool(fadex), "folders": [str(f) for f in folders]})
-    return _cached(cache, key, lambda: _bank_features(fadex, folders))
+    where = str(Path(folder).resolve())
+    key = json.dumps({"encoder": module_id(fadex.encoder), "pool": _pool(fadex), "folder": where})
+    return Path(cache_dir) / f"bank_features_{hashlib.sha1(where.encode()).hexdigest()[:12]}.safetensors", key
 
 
 def _pool(fadex) -> list:
@@ -290,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       fadex.config.pool_std if args.pool_std is None else args.pool_std == "yes")
     if pipe is not None:
         pipe.fadex = fadex
-    feats = bank_features(fadex, args.bank, args.out / "bank_features.safetensors")
+    feats = bank_features(fadex, args.bank, args.out)
     check = (check_features(pipe, args.check_part, 16, args.out / f"check_features_{args.check_part}.safetensors")
              if pipe is not None else None)
     logger.info("features ready (%.0f s): %d bank pairs", time.time() - t0, len(feats["label"]))
