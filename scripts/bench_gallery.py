@@ -7,7 +7,8 @@ Each runs the real command line in a child process (`python -m face2scene_core.c
 wall time, photos per minute, the start-up share (wall time not spent inside a photo: interpreter, imports,
 model loading, exit) and the child's peak resident memory; `gallery` also prints the peak after each tenth of
 the photos (from the JSON-lines report), which must stay flat as the gallery grows. Figures depend on the
-machine's load: say which machine and what else ran when you quote them.
+machine's load: say which machine and what else ran when you quote them. Every run restores into an emptied
+``OUT/restored`` (the command line resumes a folder it has written before, which would time nothing).
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -27,10 +28,17 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-DATA = Path(os.environ.get("FACE2SCENE_DATASETS", REPO.parent / "shared" / "datasets"))
+from face2scene_core.imageio import load_photo, save_image  # noqa: E402
+from face2scene_core.training.data import default_datasets_dir  # noqa: E402
+
+DATA = default_datasets_dir()
 DEEPFACE = DATA / "faces_identity/deepface/tests/unit/dataset"
 
-from face2scene_core.imageio import load_photo, save_image  # noqa: E402
+
+def _fresh(dest: Path) -> Path:
+    """The bench's own output folder, emptied: a restore into a folder that holds earlier results skips them."""
+    shutil.rmtree(dest, ignore_errors=True)
+    return dest
 
 
 def _run(args: list[str]) -> tuple[float, float, int]:
@@ -59,7 +67,7 @@ def bench_big(out: Path, scale: float, extra: list[str]) -> dict:
     if not refs.exists():
         for n in ("img9.jpg", "img47.jpg"):
             save_image(refs / n, load_photo(DEEPFACE / n).rgb)
-    dest = out / "restored"
+    dest = _fresh(out / "restored")
     wall, peak, code = _run(["restore", str(src), "--refs", str(refs), "-o", str(dest), *extra])
     rec = [r for r in _records(dest / "big.report.jsonl") if r.get("event") == "photo"][-1]
     w, h = rec.get("report", {}).get("size", [0, 0])
@@ -86,7 +94,7 @@ def bench_gallery(out: Path, n: int, extra: list[str]) -> dict:
             dst = gallery / f"{i:03d}_{src.name}"
             dst.parent.mkdir(parents=True, exist_ok=True)
             dst.write_bytes(src.read_bytes())
-    dest = out / "restored"
+    dest = _fresh(out / "restored")
     wall, peak, code = _run(["restore", str(gallery), "-o", str(dest), "--face", "largest", "--no-face-ok", *extra])
     photos = [r for r in _records(dest / "face2scene_report.jsonl") if r.get("event") == "photo"]
     inside = sum(r["seconds"] for r in photos)
