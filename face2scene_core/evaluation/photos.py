@@ -573,13 +573,16 @@ def fadex_on_photos(*, out_dir: Path, n_photos: int = 16, max_pixels: int = 1_00
     grid = [op for op in benchmark_grid() if ops is None or op.name in ops or op.family in ops]
     emb = {"gt": [], "reffr": [], "reffr_norefs": []}
     used = []
-    face_psnr: dict[str, list] = {"input": [], "reffr": [], "reffr_vs_input": []}  # (photo, operator), luma dB
+    face_psnr: dict[str, list] = {"input": [], "reffr": [], "reffr_vs_input": [], "reffr_norefs": [],
+                                  "reffr_norefs_vs_input": []}  # (photo, operator), luma dB
     for photo, op_pairs in face_pairs(pipe, select_photos(n_photos, part, max_pixels=max_pixels), grid):
         for key in emb:
             emb[key].append(np.stack([pipe.fadex.encode_pair(*pairs[key]).embedding[0].float().cpu().numpy()
                                       for pairs in op_pairs]))
         (lq, hq), gt = zip(*(pairs["reffr"] for pairs in op_pairs)), [pairs["gt"][1] for pairs in op_pairs]
-        for name, x, y in (("input", lq, gt), ("reffr", hq, gt), ("reffr_vs_input", hq, lq)):
+        hq0 = [pairs["reffr_norefs"][1] for pairs in op_pairs]
+        for name, x, y in (("input", lq, gt), ("reffr", hq, gt), ("reffr_vs_input", hq, lq),
+                           ("reffr_norefs", hq0, gt), ("reffr_norefs_vs_input", hq0, lq)):
             face_psnr[name].append([psnr(u, v) for u, v in zip(x, y)])
         used.append(photo.path.name)
     result: dict = {"photos": used, "part": part, "operators": [o.name for o in grid], "fadex": fadex or "embedded"}
