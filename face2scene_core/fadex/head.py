@@ -23,8 +23,9 @@ stages (a new head, started afresh). A new head trains on those pooled features 
 
 The pooled features are computed once per pair and kind (cached per bank folder in
 ``OUT/bank_features_<folder hash>.safetensors``, keyed by the encoder's id: adding a bank computes only its pairs);
-the head then trains in seconds with the multi-positive InfoNCE loss (positives: the pairs of the same operator group; the clean pairs of every folder share one group). ``--check-part train`` measures operator
-retrieval across the 16 train photos that ``face2scene eval-photos --part train`` uses (never in the bank) after every
+the head then trains in seconds with the multi-positive InfoNCE loss (positives: the pairs of the same operator
+group; the clean pairs of every folder share one group). ``--check-part train`` measures operator retrieval across
+the 16 train photos that ``face2scene eval-photos --part train`` uses (never in the bank) after every
 ``--eval-every`` steps, from cached pooled features of those photos' pairs (``OUT/check_features_train.safetensors``):
 the same figure as ``face2scene eval-photos --fadex-only --part train`` (``OUT/metrics.jsonl``). The head after the last
 step (``--keep best``: the best on those train photos) is saved to ``OUT/final`` (a whole FaDeX folder,
