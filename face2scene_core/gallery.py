@@ -97,9 +97,10 @@ def degrade_paths(input_path: Path, output: Path, *, seed: int = 0, preset: str 
 
 
 ESTIMATES_PLOT = "face2scene_estimates.png"
+NAMED_AT_MOST = 12  #: photos the estimates plot names at most
 
 
-def photos_to_name(rows, most: int = 12) -> set[str]:
+def photos_to_name(rows, most: int = NAMED_AT_MOST) -> set[str]:
     """The photos the estimates plot names, from ``(name, estimate)`` rows: the ``most`` most degraded among those
     visibly degraded (noise sigma / 5 + blur sigma + motion length / 5 >= 1: e.g. noise of 5 levels, or 1 px of
     blur); the clean ones pile up near the origin, where names would only cover each other."""
@@ -142,7 +143,7 @@ def plot_estimates(records, path: Path) -> Path | None:
     ax.set_xlabel("noise sigma (8-bit levels)")
     ax.set_ylabel("blur sigma (px)")
     ax.set_title(f"Estimated degradation of {len(rows)} photo(s) ('>' = motion blur >= 3 px)\n"
-                 f"named: {len(named)} with noise / 5 + blur + motion / 5 >= 1 (at most 12)", fontsize=10)
+                 f"named: {len(named)} with noise / 5 + blur + motion / 5 >= 1 (at most {NAMED_AT_MOST})", fontsize=10)
     ax.set_xlim(left=0)
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
