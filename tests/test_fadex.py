@@ -572,6 +572,16 @@ def test_photo_bank_is_made_from_train_photos_the_way_the_pipeline_makes_pairs(t
         # a clean photo's GT pair differs only by the align-and-warp round trip
         assert np.abs(t[f"lq_{k}"].astype(int) - t[f"gt_{k}"]).mean() < 6
     assert build_bank(tmp_path, groups=2, images_per_group=2, shard_groups=1, max_photos=20) == 4  # complete: kept
+    assert list(t["source_q"]) == [0, 0]
+    # the same groups started from the photos saved again as JPEG q30: that JPEG is the ground truth, and "clean"
+    # leaves it as it is
+    build_bank(tmp_path / "src", groups=1, images_per_group=2, shard_groups=1, max_photos=20,
+               family_weights={"clean": 1.0}, source_jpeg=(1.0, 30, 30))
+    s = load_np(str(tmp_path / "src" / "bank_00000.safetensors"))
+    assert list(s["source_q"]) == [30, 30]
+    for k in range(2):
+        assert np.abs(s[f"gt_{k}"].astype(int) - t[f"gt_{k}"]).mean() > 1.0  # not the photo as it was
+        assert np.abs(s[f"lq_{k}"].astype(int) - s[f"gt_{k}"]).mean() < 6
 
 
 # ----------------------------------------------------------------------------- head re-fit

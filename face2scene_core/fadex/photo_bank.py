@@ -97,11 +97,17 @@ def _centre(a: np.ndarray, side: int) -> np.ndarray:
 @torch.no_grad()
 def build_bank(out: Path, *, groups: int = 400, images_per_group: int = 4, crop: int = 256, min_side: int = 128,
                shard_groups: int = 25, seed: int = 0, split_file: str | Path = "configs/split.json",
-               family_weights: dict | None = None, max_refs: int = 2, max_photos: int | None = None) -> int:
+               family_weights: dict | None = None, max_refs: int = 2, max_photos: int | None = None,
+               source_jpeg: tuple[float, int, int] | None = None) -> int:
     """Write (or complete) the bank in ``out``; returns the number of pairs in it. ``max_photos`` keeps the first
-    photos only (quick checks)."""
+    photos only (quick checks).
+
+    ``source_jpeg = (share, q_lo, q_hi)``: that share of the pairs starts from the photo saved once more as a JPEG of
+    quality ``q_lo..q_hi`` (uniform), which is then the ground truth, as a user's photo is already a JPEG (the train
+    split's face crops are mostly PNG): the operator's JPEG then lands on a JPEG, and "clean" means "as the file
+    was". Each pair's source quality is stored in ``source_q`` (0: the photo as it is)."""
     from ..degradation import apply_degradation
-    from ..degradation.families import build_degradation
+    from ..degradation.families import build_degradation, photo_op
     from ..evaluation.photos import select_photo_paths
     from ..faces.align import align_face, native_crop_box, native_pair
     from ..imageio import to_float, to_uint8
@@ -142,7 +148,7 @@ def build_bank(out: Path, *, groups: int = 400, images_per_group: int = 4, crop:
             continue
         rng = np.random.default_rng([seed, shard])
         arrays: dict[str, np.ndarray] = {}
-        labels, photo_ids, ops, n = [], [], [], 0
+        labels, photo_ids, source_q, ops, n = [], [], [], [], 0
         for g in range(shard * shard_groups, min(groups, (shard + 1) * shard_groups)):
             family, params = degradation.sample_family(rng)
             label = CLEAN_LABEL if degradation.is_identity(params) else g
@@ -150,7 +156,12 @@ def build_bank(out: Path, *, groups: int = 400, images_per_group: int = 4, crop:
             for i in rng.choice(keep, size=images_per_group, replace=False):
                 p, a = photos[i], aligned[i]
                 refs = [aligned[j].image for j in keep if j != i and p.identity and photos[j].identity == p.identity]
-                lq = to_uint8(apply_degradation(to_float(p.image), with_noise_seed(params, rng)))
+                src, q = p.image, 0
+                if source_jpeg is not None and rng.random() < source_jpeg[0]:
+                    q = int(rng.integers(source_jpeg[1], source_jpeg[2] + 1))
+                    src = to_uint8(apply_degradation(to_float(p.image), photo_op(jpeg=q)))
+                    a = align_face(src, faces[i], size=pipe.align_size)
+                lq = to_uint8(apply_degradation(to_float(src), with_noise_seed(params, rng)))
                 la = align_face(lq, faces[i], size=pipe.align_size)
                 hq = pipe.reffr.restore(la.image, refs[:max_refs])
                 hq0 = pipe.reffr.restore(la.image, []) if refs else hq
@@ -159,9 +170,10 @@ def build_bank(out: Path, *, groups: int = 400, images_per_group: int = 4, crop:
                 _, g_c = native_pair(lq, la, a.image)
                 for key, arr in (("lq", lq_c), ("reffr", r_c), ("reffr0", r0_c), ("gt", g_c)):
                     arrays[f"{key}_{n}"] = _centre(arr, crop)
-                labels.append(label), photo_ids.append(int(i))
+                labels.append(label), photo_ids.append(int(i)), source_q.append(q)
                 n += 1
         arrays["label"] = np.asarray(labels, np.int64)
+        arrays["source_q"] = np.asarray(source_q, np.int64)
         arrays["photo"] = np.asarray(photo_ids, np.int64)
         tmp = out / f".bank_{shard:05d}.tmp"
         save_file(arrays, str(tmp), metadata={"seed": str(seed), "shard": str(shard), "operators": json.dumps(ops)})
@@ -272,11 +284,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="smallest side of a photo's native face crop, px (default 128; e.g. 256 for a bank of large "
                          "faces, as in phone portraits)")
     ap.add_argument("--max-refs", type=int, default=2, help="references per photo: the person's other photos (default 2)")
+    ap.add_argument("--source-jpeg", type=float, nargs=3, metavar=("SHARE", "Q_LO", "Q_HI"),
+                    help="that share of pairs starts from the photo saved again as a JPEG of quality Q_LO..Q_HI, the "
+                         "ground truth then (user photos are JPEGs already; default: the photo as it is)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    if args.source_jpeg and not (0 < args.source_jpeg[0] <= 1 and 1 <= args.source_jpeg[1] <= args.source_jpeg[2] <= 100):
+        ap.error(f"--source-jpeg needs 0 < SHARE <= 1 and 1 <= Q_LO <= Q_HI <= 100, got {args.source_jpeg}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     n = build_bank(args.out, groups=args.groups, images_per_group=args.images_per_group, crop=args.crop, seed=args.seed,
-                   family_weights=json.loads(args.families), min_side=args.min_side, max_refs=args.max_refs)
+                   family_weights=json.loads(args.families), min_side=args.min_side, max_refs=args.max_refs,
+                   source_jpeg=None if args.source_jpeg is None else
+                   (args.source_jpeg[0], int(args.source_jpeg[1]), int(args.source_jpeg[2])))
     print(f"photo bank: {n} pairs in {args.out}")
     return 0
 
