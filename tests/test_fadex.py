@@ -744,6 +744,80 @@ def test_head_standardisation_is_a_reparametrisation_folded_back_before_saving(t
                  "yes"]) == 0
     new, old = load_fadex(str(tmp_path / "out" / "final")), load_fadex(str(src))
     assert (new.config.pool_stages, new.config.pool_std) == (2, True)
-    assert new.head[0].in_features == 2 * sum(old.config.channels[-2:])
+    from face2scene_core.fadex.pair_stats import N_PAIR_STATS
+
+    assert new.head[0].in_features == 2 * sum(old.config.channels[-2:]) + (N_PAIR_STATS if old.config.pair_stats else 0)
     for a, b in zip(new.encoder.state_dict().values(), old.encoder.state_dict().values()):
         assert torch.equal(a, b)
+
+
+# ----------------------------------------------------------------------------- pair statistics
+
+
+def test_pair_stats_read_jpeg_noise_and_blur_on_real_faces(ffhq):
+    """The 14 classic statistics the head can read beside the pooled features: JPEG q30 shows an 8 px grid and loses
+    chroma detail, Gaussian noise raises the noise level over the HQ face's, a blur removes the top band; a face
+    paired with itself has no difference."""
+    from face2scene_core.fadex.pair_stats import N_PAIR_STATS, pair_stats
+
+    def t(a):
+        return torch.from_numpy(np.array(a)).permute(2, 0, 1)[None].float() / 255.0
+
+    rng = np.random.default_rng(0)
+    for path in ffhq[:3]:
+        img = np.asarray(Image.open(path).convert("RGB"))
+        ok, buf = cv2.imencode(".jpg", img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 30])
+        jpeg = np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1])
+        noisy = np.clip(img + rng.normal(0, 10, img.shape), 0, 255).astype(np.uint8)
+        blur = cv2.GaussianBlur(img, (0, 0), 2.0)
+        same, j, n, b = (pair_stats(t(lq), t(img))[0] for lq in (img, jpeg, noisy, blur))
+        assert same.shape == (N_PAIR_STATS,)
+        assert same[[3, 7, 8, 9, 12, 13]].abs().max() < 1e-5  # no difference from the HQ face
+        assert min(j[0], j[1]) > 0.3 > 0.15 > max(same[0], same[1])  # blockiness
+        assert max(j[12], j[13]) < -0.8  # chroma detail gone
+        assert n[3] > 0.9 and n[2] > same[2] + 0.9  # noise above the HQ face's
+        assert b[7] < -3.0 and b[4] < same[4] - 2.5  # the top band gone
+    batch = pair_stats(torch.rand(2, 3, 40, 56), torch.rand(2, 3, 40, 56))
+    assert batch.shape == (2, N_PAIR_STATS) and torch.isfinite(batch).all()
+    with pytest.raises(ValueError, match="one shape"):
+        pair_stats(torch.rand(1, 3, 40, 40), torch.rand(1, 3, 40, 48))
+
+
+def test_pair_stats_head_starts_as_the_loaded_one_and_leaves_the_features_alone(tmp_path):
+    """``--pair-stats yes``: the head also reads the statistics, its other weights from the loaded head (so with no
+    step the embedding is the loaded FaDeX's), the feature map (MapNet's input) bit-identical; the statistics of a
+    bank folder are cached apart from the encoder's pooled features, and the saved FaDeX reads them itself."""
+    from face2scene_core.fadex.head import main, pooled_features, with_pool
+    from face2scene_core.fadex.pair_stats import N_PAIR_STATS, pair_stats
+    from face2scene_core.training.stage2 import load_fadex
+
+    plain = _tiny().eval()
+    stats = with_pool(plain, 1, False, True).eval()
+    assert stats.config.pair_stats and stats.head[0].in_features == plain.head[0].in_features + N_PAIR_STATS
+    lq, hq = _rand_pair(2, 48, 48)
+    a, b = plain(lq, hq), stats(lq, hq)
+    torch.testing.assert_close(a.features, b.features, rtol=0, atol=0)
+    torch.testing.assert_close(a.embedding, b.embedding)  # the statistics' weights start at zero
+    x = (torch.cat([lq, hq], dim=1)) * 2 - 1
+    torch.testing.assert_close(stats.encode(x)[1][:, -N_PAIR_STATS:], pair_stats(lq, hq))
+    with pytest.raises(ValueError, match="in_channels=6"):
+        FaDeX(**{**TINY_MODEL, "in_channels": 4, "pair_stats": True})
+
+    _write_bank(tmp_path / "bank", groups=6, norefs=True, side=48)
+    src = REPO / "face2scene_core" / "weights" / "fadex"
+    old = load_fadex(str(src)).float().eval()
+    args = ["--fadex", str(src), "--bank", str(tmp_path / "bank"), "--out", str(tmp_path / "out"), "--check-part",
+            "none", "--groups-per-batch", "4", "--pair-stats", "yes"]
+    assert main(args + ["--steps", "0"]) == 0
+    new = load_fadex(str(tmp_path / "out" / "final")).float().eval()
+    assert new.config.pair_stats and len(list((tmp_path / "out").glob("bank_stats_*.safetensors"))) == 1
+    face = np.asarray(Image.open(REPO / "example_inputs" / "astronaut_lq.png").convert("RGB"))[:96, :96]
+    blurred = cv2.GaussianBlur(face, (0, 0), 1.5)
+    torch.testing.assert_close(new.encode_pair(blurred, face).features, old.encode_pair(blurred, face).features,
+                               rtol=0, atol=0)
+    torch.testing.assert_close(new.encode_pair(blurred, face).embedding, old.encode_pair(blurred, face).embedding,
+                               rtol=1e-4, atol=1e-4)
+    assert pooled_features(new, [blurred], [face]).shape == (1, new.head[0].in_features)
+    assert main(args + ["--steps", "5"]) == 0  # trains, the statistics read from the cache
+    moved = load_fadex(str(tmp_path / "out" / "final")).float().eval()
+    assert not torch.equal(moved.head[0].weight[:, -N_PAIR_STATS:], torch.zeros_like(moved.head[0].weight[:, -N_PAIR_STATS:]))

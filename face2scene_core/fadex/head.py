@@ -2,7 +2,7 @@
 
     python -m face2scene_core.fadex.head --fadex face2scene_core/weights/fadex \\
         --bank runs/fadex_bank3 runs/fadex_bank3_big --out runs/fadex_head [--steps 2000] [--seed 0] \\
-        [--pool-stages 2 --pool-std yes]
+        [--pool-stages 2 --pool-std yes] [--pair-stats yes]
 
 FaDeX has two outputs: the feature map, which MapNet turns into the restorer's tokens, and the embedding
 (``head(mean-pooled features)``), which reads the degradation out (operator retrieval, the Fig. 3 gap, the estimate
@@ -20,6 +20,8 @@ What the head reads is FaDeX's ``pool_stages`` / ``pool_std`` (:meth:`FaDeX.enco
 of the feature map; ``--pool-stages 2 --pool-std yes`` gives it the means and standard deviations of the last two
 stages (a new head, started afresh). A new head trains on those pooled features standardised over the bank
 (``--standardise``, by default for a new head only); the standardisation is folded into its first layer before saving.
+``--pair-stats yes`` adds 14 classic statistics of the pair to what the head reads (:mod:`.pair_stats`: measured
+on the degraded face, and against the HQ face); that head starts as the loaded one (the new inputs' weights zero).
 
 The pooled features are computed once per pair and kind (cached per bank folder in
 ``OUT/bank_features_<folder hash>.safetensors``, keyed by the encoder's id: adding a bank computes only its pairs);
@@ -49,6 +51,7 @@ from safetensors.torch import load_file, save_file
 
 from ..imageio import write_bytes_atomic
 from .moco import multi_positive_info_nce
+from .pair_stats import N_PAIR_STATS, combine, face_stats
 
 logger = logging.getLogger(__name__)
 
@@ -80,17 +83,31 @@ def pooled_features(fadex, lq: Sequence[np.ndarray], hq: Sequence[np.ndarray], m
 
 
 def bank_features(fadex, folders: Sequence[str | Path], cache_dir: Path) -> dict[str, torch.Tensor]:
-    """``{"gt"|"reffr"|"reffr0": (N, C) pooled features, "label": (N,)}`` of every pair of the bank folders (labels as
+    """``{"gt"|"reffr"|"reffr0": (N, P) pooled features, "label": (N,)}`` of every pair of the bank folders (labels as
     :class:`~.photo_bank.PhotoBank` gives them). Each folder's features are cached in ``cache_dir`` for this encoder
-    (:func:`folder_cache`), so adding a bank computes only the new folder's."""
+    (:func:`folder_cache`), so adding a bank computes only the new folder's; a FaDeX with ``pair_stats`` reads the
+    cached encoder features of the same pooling and the pair statistics, cached per folder apart (they do not depend
+    on the encoder)."""
     from .photo_bank import folder_label
 
+    if fadex.config.pair_stats:
+        base = bank_features(with_pool(fadex, fadex.config.pool_stages, fadex.config.pool_std, False), folders, cache_dir)
+        stats = [_cached(*stats_cache(folder, cache_dir), lambda f=folder: _bank_stats(f)) for folder in folders]
+        return {k: v if k == "label" else torch.cat([v, torch.cat([p[k] for p in stats])], dim=1)
+                for k, v in base.items()}
     parts = []
     for b, folder in enumerate(folders):
         path, key = folder_cache(fadex, folder, cache_dir)
         one = _cached(path, key, lambda f=folder: _bank_features(fadex, [f]))
         parts.append({**one, "label": torch.tensor([folder_label(int(v), b) for v in one["label"]], dtype=torch.long)})
     return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+
+def stats_cache(folder: str | Path, cache_dir: Path) -> tuple[Path, str]:
+    """Where one bank folder's pair statistics are cached, and the key they are valid for."""
+    where = str(Path(folder).resolve())
+    key = json.dumps({"pair_stats": N_PAIR_STATS, "folder": where})
+    return Path(cache_dir) / f"bank_stats_{hashlib.sha1(where.encode()).hexdigest()[:12]}.safetensors", key
 
 
 def folder_cache(fadex, folder: str | Path, cache_dir: Path) -> tuple[Path, str]:
@@ -104,19 +121,30 @@ def folder_cache(fadex, folder: str | Path, cache_dir: Path) -> tuple[Path, str]
 
 
 def _pool(fadex) -> list:
-    return [int(fadex.config.pool_stages), bool(fadex.config.pool_std)]
+    """What the head reads: ``[pool_stages, pool_std]``, then ``True`` with the pair statistics."""
+    return [int(fadex.config.pool_stages), bool(fadex.config.pool_std)] + ([True] if fadex.config.pair_stats else [])
 
 
-def with_pool(fadex, pool_stages: int, pool_std: bool):
-    """``fadex`` itself when it already pools this way; else a FaDeX with the same encoder (bit-identical) and a new,
-    freshly initialised head that reads ``pool_stages`` stages' means (and standard deviations with ``pool_std``)."""
+def with_pool(fadex, pool_stages: int, pool_std: bool, pair_stats: bool | None = None):
+    """``fadex`` itself when it already pools this way; else a FaDeX with the same encoder (bit-identical) and a new
+    head that reads ``pool_stages`` stages' means (and standard deviations with ``pool_std``), and the pair statistics
+    with ``pair_stats`` (default: as ``fadex``). A head that only gains or loses the statistics starts as ``fadex``'s
+    (the statistics' weights zero: at first the same embedding); another pooling starts afresh."""
     from .model import FaDeX
 
-    if _pool(fadex) == [pool_stages, pool_std]:
+    pair_stats = bool(fadex.config.pair_stats) if pair_stats is None else bool(pair_stats)
+    if _pool(fadex) == [pool_stages, pool_std] + ([True] if pair_stats else []):
         return fadex
     config = {k: v for k, v in fadex.config.items() if not k.startswith("_")}  # _use_default_values would win
-    new = FaDeX.from_config({**config, "pool_stages": pool_stages, "pool_std": pool_std})
+    new = FaDeX.from_config({**config, "pool_stages": pool_stages, "pool_std": pool_std, "pair_stats": pair_stats})
     new.encoder.load_state_dict(fadex.encoder.state_dict())
+    if _pool(fadex)[:2] == [pool_stages, pool_std]:
+        with torch.no_grad():
+            shared = min(fadex.head[0].in_features, new.head[0].in_features)  # the statistics come last
+            new.head[0].weight.zero_()
+            new.head[0].weight[:, :shared] = fadex.head[0].weight[:, :shared]
+            new.head[0].bias.copy_(fadex.head[0].bias)
+            new.head[2].load_state_dict(fadex.head[2].state_dict())
     return new.to(device=fadex.device, dtype=fadex.dtype).train(fadex.training)
 
 
@@ -136,6 +164,25 @@ def _bank_features(fadex, folders: Sequence[str | Path]) -> dict[str, torch.Tens
     out = {k: torch.cat(v) for k, v in feats.items()}
     out["label"] = torch.tensor(labels, dtype=torch.long)
     return out
+
+
+def _bank_stats(folder: str | Path) -> dict[str, torch.Tensor]:
+    """The pair statistics ``{"gt"|"reffr"|"reffr0": (N, 14)}`` of one bank folder's pairs, each centre-cropped to
+    512 px as :func:`pooled_features` crops them."""
+    from ..evaluation.fadex import _centre_crop
+    from .photo_bank import bank_shards, hq_face
+
+    def tensor(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(_centre_crop(a, 512)).permute(2, 0, 1)[None].float() / 255.0
+
+    out: dict[str, list[torch.Tensor]] = {k: [] for k in HQ_KINDS}
+    with torch.no_grad():
+        for _, t in bank_shards([folder]):
+            for k in range(len(t["label"])):
+                lq = face_stats(tensor(t[f"lq_{k}"]))  # the LQ side once for its three HQ faces
+                for kind in HQ_KINDS:
+                    out[kind].append(combine(lq, face_stats(tensor(hq_face(t, kind, k)), blockiness=False))[0])
+    return {k: torch.stack(v) for k, v in out.items()}
 
 
 def _cached(cache: Path, key: str, compute) -> dict[str, torch.Tensor]:
@@ -289,6 +336,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "starts the head afresh)")
     ap.add_argument("--pool-std", default=None, choices=["yes", "no"],
                     help="pool channel standard deviations beside the means (default: as the FaDeX folder does)")
+    ap.add_argument("--pair-stats", default=None, choices=["yes", "no"],
+                    help="the head also reads 14 classic statistics of the pair (JPEG blockiness, noise, band "
+                         "energies; face2scene_core/fadex/pair_stats.py), its other weights starting from the loaded "
+                         "head's (default: as the FaDeX folder does)")
     ap.add_argument("--standardise", default="auto", choices=["auto", "yes", "no"],
                     help="train on pooled features standardised over the bank, folded into the saved head; 'auto' "
                          "(default): for a new head (another pooling), not when the loaded head is fine-tuned")
@@ -304,7 +355,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.manual_seed(args.seed)  # a new head (another pooling) starts from this seed
     loaded = fadex
     fadex = with_pool(fadex, args.pool_stages or fadex.config.pool_stages,
-                      fadex.config.pool_std if args.pool_std is None else args.pool_std == "yes")
+                      fadex.config.pool_std if args.pool_std is None else args.pool_std == "yes",
+                      None if args.pair_stats is None else args.pair_stats == "yes")
+    warm = fadex is loaded or _pool(fadex)[:2] == _pool(loaded)[:2]  # the head starts as the loaded one's
     if pipe is not None:
         pipe.fadex = fadex
     feats = bank_features(fadex, args.bank, args.out)
@@ -316,7 +369,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         mean, std = feature_scale(feats)
         feats = {k: v if k == "label" else (v - mean) / std for k, v in feats.items()}
         check = {k: (v - mean) / std for k, v in check.items()} if check is not None else None
-        if fadex is loaded:  # the loaded head keeps its function; a new one starts out in standardised coordinates
+        if warm:  # the loaded head keeps its function; a new one starts out in standardised coordinates
             standardise_head(fadex.head, mean, std)
     torch.manual_seed(args.seed)
     log_file = args.out / "metrics.jsonl"

@@ -24,6 +24,7 @@ from diffusers.utils import BaseOutput
 from torch import nn
 
 from ..errors import FaceTooSmallError
+from .pair_stats import N_PAIR_STATS, pair_stats
 
 #: Smallest side (pixels) of a face crop FaDeX accepts: a /4 encoder then gives a map of at least
 #: 8x8, which MapNet's stride-2 embedding needs to fill its 4x4 token grid.
@@ -74,6 +75,9 @@ class FaDeX(ModelMixin, ConfigMixin):
             (1: the feature map alone; up to ``len(channels)``).
         pool_std (`bool`, defaults to `False`): pool each of those maps to its channel means *and* standard deviations
             (how strongly a degradation's texture varies over the face, e.g. noise or JPEG blocks), not means alone.
+        pair_stats (`bool`, defaults to `False`): the head also reads 14 classic statistics of the pair
+            (:func:`~face2scene_core.fadex.pair_stats.pair_stats`: JPEG blockiness, noise level, band energies, chroma
+            noise of the LQ face and their ratios to the HQ face's); the feature map does not change.
 
     Inputs are tensor images in ``[0, 1]``; they are mapped to ``[-1, 1]`` inside.
     """
@@ -91,6 +95,7 @@ class FaDeX(ModelMixin, ConfigMixin):
         negative_slope: float = 0.1,
         pool_stages: int = 1,
         pool_std: bool = False,
+        pair_stats: bool = False,
     ):
         super().__init__()
         channels = tuple(int(c) for c in channels)
@@ -107,6 +112,8 @@ class FaDeX(ModelMixin, ConfigMixin):
             raise ValueError(f"embed_dim and proj_hidden must be positive, got {embed_dim}, {proj_hidden}")
         if not 0.0 <= negative_slope < 1.0:
             raise ValueError(f"negative_slope must be in [0, 1), got {negative_slope}")
+        if pair_stats and in_channels != 6:
+            raise ValueError(f"pair_stats reads an RGB LQ and an RGB HQ face (in_channels=6), got in_channels={in_channels}")
         if not 1 <= pool_stages <= len(channels):
             raise ValueError(f"pool_stages must be in [1, {len(channels)}] (the number of stages), got {pool_stages}")
 
@@ -125,6 +132,7 @@ class FaDeX(ModelMixin, ConfigMixin):
         ends = np.cumsum(blocks_per_stage) - 1
         self._pool_after = {int(i) for i in ends[len(ends) - pool_stages:]}  # encoder layers whose output is pooled
         pooled_dim = sum(channels[len(channels) - pool_stages:]) * (2 if pool_std else 1)
+        pooled_dim += N_PAIR_STATS if pair_stats else 0
         self.head = nn.Sequential(
             nn.Linear(pooled_dim, proj_hidden),
             nn.LeakyReLU(negative_slope, inplace=True),
@@ -175,12 +183,15 @@ class FaDeX(ModelMixin, ConfigMixin):
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The encoder on a pair batch ``x (B, 6, H, W)`` in ``[-1, 1]`` (LQ then HQ): the feature map
         ``(B, C, H/4, W/4)`` and the head's input ``(B, P)``, the channel means (and standard deviations, with
-        ``pool_std``) of each pooled stage, stage by stage."""
+        ``pool_std``) of each pooled stage, stage by stage, then (with ``pair_stats``) the pair's statistics."""
         pooled = []
+        stats = pair_stats((x[:, :3] + 1.0) / 2.0, (x[:, 3:6] + 1.0) / 2.0) if self.config.pair_stats else None
         for i, layer in enumerate(self.encoder):
             x = layer(x)
             if i in self._pool_after:
                 pooled += [x.mean(dim=(2, 3)), x.std(dim=(2, 3))] if self.config.pool_std else [x.mean(dim=(2, 3))]
+        if stats is not None:
+            pooled.append(stats.to(pooled[0].dtype))
         return x, torch.cat(pooled, dim=1)
 
     @torch.no_grad()
