@@ -90,7 +90,7 @@ def test_shipped_fadex_tells_the_operators_apart_across_held_out_photos(tmp_path
     res = fadex_on_photos(out_dir=tmp_path, n_photos=3, max_pixels=250_000, ops=ops)
     assert json.loads((tmp_path / "fadex_photos.json").read_text())["operators"] == ops
     assert len(res["photos"]) == 3
-    # the shipped FaDeX v8 (and v7, v6) on these cases: 12 / 12 with either face, and with the Ref-FR face made without
+    # the shipped FaDeX v10 (and v8, v7, v6) on these cases: 12 / 12 with either face, and with the Ref-FR face made without
     # references (chance 3 / 12); the Ref-FR face of a clean photo 41.9 dB from the input, of colour noise 29.4 -> 37.3
     # dB to the true face (measured at 0.25 MP)
     assert res["gt"]["top1_across_photos"] >= 10 / 12, res["gt"]["top1_across_photos_per_operator"]
